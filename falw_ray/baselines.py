@@ -1,0 +1,119 @@
+"""The original and retrained models of a scenario, trained from scratch, with their metrics."""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .data.arrays import DatasetArrays
+from .data.device import Augment, to_device
+from .data.registry import load_dataset, make_splits
+from .data.splits import Splits
+from .metrics import evaluate
+from .models import build_model
+from .scenario import Scenario
+from .tensors import ScenarioTensors, scenario_tensors
+from .train import fit, pick_device, prepare_model, seed_everything
+
+StateArrays = dict[str, np.ndarray]
+"""A state dict as numpy arrays: zero-copy through Ray's object store, plain to save."""
+
+ROLES = ("original", "retrained")
+
+
+@dataclass
+class Trained:
+    """One trained baseline model and how long its training took."""
+
+    state: StateArrays
+    seconds: float
+
+
+@dataclass
+class Baselines:
+    scenario: Scenario
+    splits: Splits
+    original: StateArrays
+    retrained: StateArrays
+    original_metrics: dict
+    retrained_metrics: dict
+    original_seconds: float
+    retrain_seconds: float
+
+
+def to_arrays(model: nn.Module) -> StateArrays:
+    return {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
+
+
+def load_arrays(model: nn.Module, state: StateArrays) -> nn.Module:
+    model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()})
+    return model
+
+
+def scenario_splits(scenario: Scenario) -> tuple[DatasetArrays, Splits]:
+    data = load_dataset(scenario.dataset, scenario.data_dir, scenario.download)
+    f = scenario.forget
+    return data, make_splits(data, f.kind, f.ratio, f.gamma, f.classes, scenario.seed)
+
+
+def fresh_model(scenario: Scenario, data: DatasetArrays, device: torch.device) -> nn.Module:
+    return prepare_model(build_model(scenario.model, data.num_classes, data.input_shape), device)
+
+
+def model_from(scenario: Scenario, data: DatasetArrays, state: StateArrays, device: torch.device) -> nn.Module:
+    return prepare_model(load_arrays(build_model(scenario.model, data.num_classes, data.input_shape), state), device)
+
+
+def train_role(
+    role: str,
+    scenario: Scenario,
+    device: torch.device | str | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> Trained:
+    """Train the ``original`` model on the whole pool, or the ``retrained`` one on the retain set,
+    with the scenario's recipe and seed. The original ignores the forget set, so scenarios that
+    differ only there can share it."""
+    if role not in ROLES:
+        raise ValueError(f"unknown baseline role {role!r}; expected one of {ROLES}")
+    device = pick_device(device)
+    data, splits = scenario_splits(scenario)
+    rows = splits.pool if role == "original" else splits.retain
+    x = to_device(data, data.train_x[rows], device)
+    y = torch.from_numpy(data.train_y[rows]).to(device)
+    recipe = scenario.recipe
+    gen = seed_everything(scenario.seed)
+    model = fresh_model(scenario, data, device)
+    report = (lambda e, _loss: progress(role, e + 1, recipe.epochs)) if progress else None
+    start = time.perf_counter()
+    fit(model, x, y, recipe, gen, Augment(data.crop_pad, data.flip), on_epoch=report)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return Trained(to_arrays(model), time.perf_counter() - start)
+
+
+def assemble(scenario: Scenario, original: Trained, retrained: Trained, device=None) -> Baselines:
+    """Baselines of one scenario: both models evaluated on its forget / retain / test sets."""
+    device = pick_device(device)
+    data, splits = scenario_splits(scenario)
+    t = scenario_tensors(data, splits, device)
+    metrics = {role: evaluate(model_from(scenario, data, tr.state, device), t)
+               for role, tr in (("original", original), ("retrained", retrained))}
+    return Baselines(
+        scenario=scenario, splits=splits, original=original.state, retrained=retrained.state,
+        original_metrics=metrics["original"], retrained_metrics=metrics["retrained"],
+        original_seconds=original.seconds, retrain_seconds=retrained.seconds,
+    )
+
+
+def train_baselines(scenario: Scenario, device=None, progress=None) -> Baselines:
+    """Both baselines of a scenario, trained here with no store: the plain-library path."""
+    return assemble(scenario, *(train_role(r, scenario, device, progress) for r in ROLES), device=device)
+
+
+def tensors_for(baselines: Baselines, device: torch.device) -> ScenarioTensors:
+    s = baselines.scenario
+    return scenario_tensors(load_dataset(s.dataset, s.data_dir, s.download), baselines.splits, device)

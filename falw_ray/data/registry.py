@@ -1,0 +1,77 @@
+"""Dataset registry: one line per data set, naming its loader and its split sizes."""
+from __future__ import annotations
+
+import functools
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .arrays import DatasetArrays
+from .forget import classwise_forget, longtail_forget, random_forget
+from .splits import Splits, mia_members, test_subset, validation_split
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    loader: str
+    val_per_class: int
+    test_per_class: int | None
+    default_model: str
+    needs_data_dir: bool = True
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    "digits": DatasetInfo("falw_ray.data.digits:load_digits_arrays", 15, None, "cnn", needs_data_dir=False),
+    "cifar10": DatasetInfo("falw_ray.data.vision:load_cifar10", 500, None, "vgg16_bn"),
+    "cifar100": DatasetInfo("falw_ray.data.vision:load_cifar100", 50, None, "resnet18"),
+    "tinyimagenet": DatasetInfo("falw_ray.data.vision:load_tinyimagenet", 50, 25, "vgg16_bn"),
+}
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; expected one of {sorted(DATASETS)}")
+    return DATASETS[name]
+
+
+@functools.lru_cache(maxsize=4)
+def load_dataset(name: str, data_dir: str | None = None, download: bool = False) -> DatasetArrays:
+    """Load a registered data set once per process (the arrays are read-only and shared)."""
+    info = dataset_info(name)
+    if info.needs_data_dir and data_dir is None:
+        raise ValueError(f"dataset {name!r} needs data_dir: the folder that holds (or will hold) its files")
+    module, func = info.loader.split(":")
+    loader = getattr(importlib.import_module(module), func)
+    return loader(Path(data_dir) if data_dir is not None else None, download=download)
+
+
+def make_splits(
+    data: DatasetArrays,
+    forget_kind: str,
+    ratio: float,
+    gamma: float,
+    classes: tuple[int, ...],
+    seed: int,
+) -> Splits:
+    """All index sets of one scenario, reproducible from the seed alone."""
+    info = dataset_info(data.name)
+    s_val, s_forget, s_test, s_mia = np.random.SeedSequence(seed).generate_state(4)
+    val, pool = validation_split(data.train_y, data.num_classes, info.val_per_class, int(s_val))
+    pool_y = data.train_y[pool]
+    if forget_kind == "longtail":
+        rows = longtail_forget(pool_y, data.num_classes, ratio, gamma, int(s_forget))
+    elif forget_kind == "random":
+        rows = random_forget(pool_y, ratio, int(s_forget))
+    elif forget_kind == "classwise":
+        rows = classwise_forget(pool_y, classes)
+    else:
+        raise ValueError(f"unknown forget kind {forget_kind!r}; expected longtail, random or classwise")
+    if len(rows) == 0:
+        raise ValueError("the forget set is empty: raise the forget ratio or name classes that exist")
+    forget = pool[rows]
+    retain = np.setdiff1d(pool, forget).astype(np.int64)
+    test = test_subset(data.test_y, data.num_classes, info.test_per_class, int(s_test))
+    return Splits(val=val, pool=pool, forget=forget, retain=retain, test=test,
+                  mia_members=mia_members(len(retain), len(test), int(s_mia)))

@@ -1,0 +1,92 @@
+"""A scenario: what determines a pair of baselines (data set, model, forget set, seed, recipe)."""
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .data.registry import DATASETS
+from .models import MODELS
+from .recipe import Recipe, default_recipe
+
+
+class ForgetSpec(BaseModel):
+    """Which part of the training pool is forgotten."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["longtail", "random", "classwise"] = "longtail"
+    ratio: float = Field(0.1, gt=0, lt=1)
+    gamma: float = Field(1.0, ge=0, le=10)
+    classes: tuple[int, ...] = ()
+
+    @model_validator(mode="after")
+    def _classes_for_classwise(self) -> "ForgetSpec":
+        if self.kind == "classwise" and not self.classes:
+            raise ValueError("a classwise forget set needs classes: [...]")
+        if self.kind != "classwise" and self.classes:
+            raise ValueError(f"classes only apply to kind: classwise, not {self.kind}")
+        return self
+
+    @property
+    def label(self) -> str:
+        if self.kind == "longtail":
+            return f"lt{self.ratio:g}-g{self.gamma:g}"
+        if self.kind == "random":
+            return f"rand{self.ratio:g}"
+        return "cls" + "-".join(map(str, self.classes))
+
+
+class Scenario(BaseModel):
+    """Everything that fixes the original and retrained models; its key addresses them in the store."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dataset: str = "digits"
+    model: str | None = None
+    forget: ForgetSpec = ForgetSpec()
+    seed: int = Field(0, ge=0)
+    recipe: Recipe | None = None
+    data_dir: str | None = Field(None, exclude=True)
+    download: bool = Field(False, exclude=True)
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, v: str) -> str:
+        if v not in DATASETS:
+            raise ValueError(f"unknown dataset {v!r}; expected one of {sorted(DATASETS)}")
+        return v
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, v: str | None) -> str | None:
+        if v is not None and v not in MODELS:
+            raise ValueError(f"unknown model {v!r}; expected one of {sorted(MODELS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _fill_defaults(self) -> "Scenario":
+        if self.model is None:
+            object.__setattr__(self, "model", DATASETS[self.dataset].default_model)
+        if self.recipe is None:
+            object.__setattr__(self, "recipe", default_recipe(self.dataset))
+        return self
+
+    @property
+    def name(self) -> str:
+        return f"{self.dataset}-{self.model}-{self.forget.label}-s{self.seed}"
+
+    def key(self) -> str:
+        """Content address of the retrained model: every field that changes it (not where data lives)."""
+        return _digest(self.model_dump(mode="json"))
+
+    def original_key(self) -> str:
+        """Content address of the original model, which the forget set does not change: scenarios that
+        differ only in their forget set (a gamma sweep, say) share one original."""
+        return _digest(self.model_dump(mode="json", exclude={"forget"}))
+
+
+def _digest(fields: dict) -> str:
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]

@@ -1,0 +1,104 @@
+"""One readable training loop: data resident on the device, batches by index, on-device augmentation.
+
+The original and retrained baselines and the fine-tuning style methods all go through it.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .data.device import Augment, augment, index_batches
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed every RNG a run touches and return the generator that draws batches and augmentations."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA; full precision on the CPU, where it keeps runs bit-reproducible."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
+    model = model.to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def sgd(params, lr: float, momentum: float = 0.9, weight_decay: float = 5e-4) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+
+def lr_at(epoch: int, epochs: int, base: float, schedule: str, milestones=(), decay: float = 0.1) -> float:
+    if schedule == "cosine":
+        return base * 0.5 * (1 + math.cos(math.pi * epoch / epochs))
+    if schedule == "multistep":
+        return base * decay ** sum(epoch >= m for m in milestones)
+    return base
+
+
+def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    for group in opt.param_groups:
+        group["lr"] = lr
+
+
+def train_epoch(
+    model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+    batch_size: int, gen: torch.Generator, aug: Augment | None = None,
+) -> torch.Tensor:
+    """One epoch of cross-entropy over resident (x, y); returns the summed loss on the device."""
+    device = x.device
+    total = torch.zeros((), device=device)
+    for idx in index_batches(len(x), batch_size, gen):
+        idx = idx.to(device)
+        xb = x[idx]
+        if aug is not None and aug.active:
+            xb = augment(xb, aug, gen)
+        with autocast(device):
+            loss = F.cross_entropy(model(xb), y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total += loss.detach().float() * len(idx)
+    return total
+
+
+def fit(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    recipe,
+    gen: torch.Generator,
+    aug: Augment | None = None,
+    on_epoch: Callable[[int, float], None] | None = None,
+) -> nn.Module:
+    """Train ``model`` on resident tensors (x, y) with ``recipe`` (a falw_ray.recipe.Recipe)."""
+    opt = sgd(model.parameters(), recipe.lr, recipe.momentum, recipe.weight_decay)
+    aug = aug if recipe.augment else None
+    model.train()
+    for epoch in range(recipe.epochs):
+        set_lr(opt, lr_at(epoch, recipe.epochs, recipe.lr, recipe.schedule, recipe.milestones, recipe.lr_decay))
+        total = train_epoch(model, opt, x, y, recipe.batch_size, gen, aug)
+        if on_epoch is not None:
+            on_epoch(epoch, float(total) / len(x))
+    return model

@@ -1,0 +1,41 @@
+"""Unlearning methods: a registry keyed by name. Adding a method = one module + one line here."""
+from __future__ import annotations
+
+from . import (
+    boundary_expanding, boundary_shrink, ft, ga, l1_sparse, neggrad_plus, retrain, rl, salun, scrub,
+)
+from .base import TAU, Batch, DivergedError, Method, Param, UnlearnState, unlearn
+from .falw import FalwWeigher, class_confidence_stats, falw_weights
+
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        ft.METHOD, ga.METHOD, neggrad_plus.METHOD, rl.METHOD, salun.METHOD, l1_sparse.METHOD,
+        scrub.METHOD, boundary_shrink.METHOD, boundary_expanding.METHOD, retrain.METHOD,
+    )
+}
+
+PRESETS: dict[str, tuple[str, bool]] = {"falw": ("salun", True)}
+"""Names that stand for a method with FaLW fixed: ``falw`` is the paper's RL + SalUn mask + FaLW."""
+
+
+def get_method(name: str) -> Method:
+    if name in PRESETS:
+        name = PRESETS[name][0]
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; expected one of {sorted(METHODS) + sorted(PRESETS)}")
+    return METHODS[name]
+
+
+def resolve(name: str, falw: bool | None = None) -> tuple[Method, bool]:
+    """A method and whether FaLW is on: presets fix it, other names default to off."""
+    method = get_method(name)
+    if name in PRESETS:
+        return method, PRESETS[name][1]
+    return method, bool(falw)
+
+
+__all__ = [
+    "METHODS", "PRESETS", "TAU", "Batch", "DivergedError", "FalwWeigher", "Method", "Param", "UnlearnState",
+    "class_confidence_stats", "falw_weights", "get_method", "resolve", "unlearn",
+]

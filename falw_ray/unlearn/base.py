@@ -1,0 +1,227 @@
+"""What a method is (losses, hyperparameters, default search space) and the loop that runs it.
+
+A method module declares one ``Method``; the engine owns batching, the optimiser, the SalUn
+gradient mask and the FaLW switch, so the same method runs with or without FaLW.
+"""
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn as nn
+
+from ..data.device import index_batches
+from ..train import autocast, sgd
+from .falw import FalwWeigher, unit_weights
+
+Layout = Literal["mixed", "forget", "retain", "paired"]
+
+
+class DivergedError(RuntimeError):
+    """The unlearning loss became NaN or infinite."""
+
+
+@dataclass(frozen=True)
+class Param:
+    """A hyperparameter: its default and the range a search draws it from."""
+
+    default: float
+    low: float
+    high: float
+    log: bool = False
+    integer: bool = False
+    searched: bool = True
+    help: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.low <= self.default <= self.high:
+            raise ValueError(f"default {self.default} outside [{self.low}, {self.high}]")
+
+
+TAU = Param(0.2, 0.0, 0.5, help="FaLW balancing factor; 0 switches class balancing off")
+"""FaLW's own hyperparameter, added to a method's space when FaLW is on (FALW.md section 4)."""
+
+
+@dataclass
+class Batch:
+    """Rows of one step. ``forget`` marks forget-set rows; ``rows`` index their own split."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    forget: torch.Tensor
+    rows: torch.Tensor
+
+
+@dataclass
+class UnlearnState:
+    """What a method's hooks and losses may read and change during one run."""
+
+    model: nn.Module
+    t: object
+    hp: dict
+    gen: torch.Generator
+    batch_size: int
+    epochs: int
+    weigh: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = unit_weights
+    epoch: int = 0
+    opt: torch.optim.Optimizer | None = None
+    grad_mask: dict[str, torch.Tensor] | None = None
+    extra: dict = field(default_factory=dict)
+
+    def frozen_copy(self) -> nn.Module:
+        """The original model, frozen (teacher or attack target), made once per run."""
+        if "original" not in self.extra:
+            m = copy.deepcopy(self.model).eval()
+            for p in m.parameters():
+                p.requires_grad_(False)
+            self.extra["original"] = m
+        return self.extra["original"]
+
+
+Hook = Callable[[UnlearnState], None]
+
+
+@dataclass(frozen=True)
+class Method:
+    """One unlearning method. ``loss`` maps a batch to a scalar; FaLW enters through ``state.weigh``."""
+
+    name: str
+    summary: str
+    params: Mapping[str, Param]
+    layout: Layout
+    loss: Callable[[UnlearnState, Batch], torch.Tensor] | None = None
+    forget_term: bool = True
+    prepare: Hook | None = None
+    epoch_start: Hook | None = None
+    run_epoch: Callable[[UnlearnState], torch.Tensor] | None = None
+    finish: Hook | None = None
+
+    def space(self, falw: bool = False) -> dict[str, Param]:
+        """The default search space: the searched params, plus tau when FaLW is on."""
+        space = {k: p for k, p in self.params.items() if p.searched}
+        if falw:
+            space["tau"] = TAU
+        return space
+
+    def defaults(self, falw: bool = False) -> dict[str, float]:
+        out = {k: p.default for k, p in self.params.items()}
+        if falw:
+            out["tau"] = TAU.default
+        return out
+
+    def resolve(self, hp: Mapping | None, falw: bool) -> dict:
+        """Defaults overlaid with ``hp``; an unknown name is an error, not silently ignored."""
+        out = self.defaults(falw)
+        for k, v in (hp or {}).items():
+            if k not in out:
+                raise ValueError(f"method {self.name!r} has no hyperparameter {k!r}; expected one of {sorted(out)}")
+            out[k] = v
+        for k, p in self.params.items():
+            if p.integer:
+                out[k] = int(round(out[k]))
+        return out
+
+
+def step(state: UnlearnState, loss: torch.Tensor) -> None:
+    """Backward, SalUn-mask the gradients where a mask is set, and step."""
+    state.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if state.grad_mask is not None:
+        for name, p in state.model.named_parameters():
+            if p.grad is not None and name in state.grad_mask:
+                p.grad.mul_(state.grad_mask[name])
+    state.opt.step()
+
+
+def _pair(t, fr: torch.Tensor, rr: torch.Tensor) -> Batch:
+    """Forget rows then retain rows in one batch; row indices are split on the host, so no device sync."""
+    dev = t.device
+    forget = torch.cat([torch.ones(len(fr), dtype=torch.bool), torch.zeros(len(rr), dtype=torch.bool)]).to(dev)
+    fr, rr = fr.to(dev), rr.to(dev)
+    return Batch(torch.cat([t.forget_x[fr], t.retain_x[rr]]), torch.cat([t.forget_y[fr], t.retain_y[rr]]),
+                 forget, torch.cat([fr, rr]))
+
+
+def layout_batches(state: UnlearnState, layout: Layout):
+    """Batches of the layout a method trains on (no augmentation during unlearning)."""
+    t, bs, gen, dev = state.t, state.batch_size, state.gen, state.t.device
+    nf, nr = len(t.forget_x), len(t.retain_x)
+    if layout == "forget":
+        for rows in index_batches(nf, bs, gen):
+            rows = rows.to(dev)
+            yield Batch(t.forget_x[rows], t.forget_y[rows], torch.ones(len(rows), dtype=torch.bool, device=dev), rows)
+    elif layout == "retain":
+        for rows in index_batches(nr, bs, gen):
+            rows = rows.to(dev)
+            yield Batch(t.retain_x[rows], t.retain_y[rows], torch.zeros(len(rows), dtype=torch.bool, device=dev), rows)
+    elif layout == "mixed":
+        for idx in index_batches(nf + nr, bs, gen):
+            is_f = idx < nf
+            yield _pair(t, idx[is_f], idx[~is_f] - nf)
+    elif layout == "paired":
+        retain_order = torch.randperm(nr, generator=gen)
+        for i, fr in enumerate(index_batches(nf, bs, gen)):
+            yield _pair(t, fr, retain_order[(torch.arange(bs) + i * bs) % nr])
+    else:
+        raise ValueError(f"unknown batch layout {layout!r}")
+
+
+def run_layout_epoch(state: UnlearnState, method: Method) -> torch.Tensor:
+    """One pass over the method's layout; returns the summed loss (kept on the device: no sync per step)."""
+    total = torch.zeros((), device=state.t.device)
+    for batch in layout_batches(state, method.layout):
+        with autocast(state.t.device):
+            loss = method.loss(state, batch)
+        step(state, loss)
+        total += loss.detach().float()
+    return total
+
+
+def unlearn(
+    model: nn.Module,
+    method: Method,
+    t,
+    hp: Mapping | None = None,
+    falw: bool = False,
+    epochs: int | None = None,
+    batch_size: int = 64,
+    seed: int = 0,
+    falw_refresh_every: int = 1,
+    on_epoch: Callable[[int, nn.Module], None] | None = None,
+) -> nn.Module:
+    """Run ``method`` on ``model`` (changed in place) over a scenario's tensors ``t``.
+
+    ``hp`` overrides the method's defaults (``lr``, ``epochs`` and its extras; ``tau`` with FaLW).
+    ``on_epoch(epoch, model)`` is called after every epoch: the place to evaluate and report.
+    """
+    if falw and not method.forget_term:
+        raise ValueError(f"method {method.name!r} has no forget term, so FaLW cannot weight it")
+    hp = method.resolve(hp, falw)
+    if epochs is not None:
+        hp["epochs"] = int(epochs)
+    state = UnlearnState(model=model, t=t, hp=hp, gen=torch.Generator().manual_seed(seed),
+                         batch_size=batch_size, epochs=int(hp["epochs"]))
+    torch.manual_seed(seed)
+    if falw:
+        state.weigh = FalwWeigher(model, t.val_x, t.val_y, t.forget_counts, t.num_classes, hp["tau"], falw_refresh_every)
+    if method.prepare is not None:
+        method.prepare(state)
+    state.opt = sgd(model.parameters(), hp["lr"], hp.get("momentum", 0.9), hp.get("weight_decay", 5e-4))
+    model.train()
+    for epoch in range(state.epochs):
+        state.epoch = epoch
+        if isinstance(state.weigh, FalwWeigher):
+            state.weigh.new_epoch()
+        if method.epoch_start is not None:
+            method.epoch_start(state)
+        total = method.run_epoch(state) if method.run_epoch is not None else run_layout_epoch(state, method)
+        if not torch.isfinite(total):
+            raise DivergedError(f"{method.name}: loss is {float(total)} in epoch {epoch + 1}")
+        if method.finish is not None and epoch == state.epochs - 1:
+            method.finish(state)
+        if on_epoch is not None:
+            on_epoch(epoch, model)
+    return model

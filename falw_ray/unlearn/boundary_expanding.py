@@ -1,0 +1,40 @@
+"""Boundary Expanding: add a shadow class, train forget samples into it, then prune the shadow neuron."""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..models import get_head, set_head
+from .base import Method, Param
+from .losses import LR, forget_weights, weighted_mean
+
+
+def prepare(state):
+    head = get_head(state.model)
+    wide = nn.Linear(head.in_features, head.out_features + 1).to(head.weight.device)
+    with torch.no_grad():
+        wide.weight[: head.out_features] = head.weight
+        wide.bias[: head.out_features] = head.bias
+    set_head(state.model, wide)
+
+
+def finish(state):
+    head = get_head(state.model)
+    pruned = nn.Linear(head.in_features, head.out_features - 1).to(head.weight.device)
+    with torch.no_grad():
+        pruned.weight.copy_(head.weight[:-1])
+        pruned.bias.copy_(head.bias[:-1])
+    set_head(state.model, pruned)
+
+
+def loss(state, batch):
+    logits = state.model(batch.x)
+    shadow = torch.full_like(batch.y, state.t.num_classes)
+    ce = F.cross_entropy(logits, shadow, reduction="none")
+    return weighted_mean(ce, forget_weights(state, logits, batch))
+
+
+METHOD = Method(
+    name="boundary_expanding", summary="train forget samples into an extra shadow class, then prune it",
+    layout="forget", loss=loss, prepare=prepare, finish=finish,
+    params={"lr": Param(1e-5, 1e-6, 0.1, **LR), "epochs": Param(10, 1, 50, integer=True, searched=False)},
+)

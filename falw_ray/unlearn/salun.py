@@ -1,0 +1,40 @@
+"""SalUn: RL restricted to the salient weights, the top share of |gradient of the forget loss|.
+
+With FaLW switched on this is the paper's main configuration (registered as ``falw``).
+"""
+import torch
+import torch.nn.functional as F
+
+from ..data.device import index_batches
+from .base import Method, Param
+from .rl import PARAMS, draw_labels, loss
+
+
+def saliency_mask(model, x, y, ratio: float, batch_size: int) -> dict[str, torch.Tensor]:
+    """1 on the ``ratio`` share of weights with the largest |d(-CE on forget)/dw|, 0 elsewhere."""
+    was_training = model.training
+    model.eval()
+    model.zero_grad(set_to_none=True)
+    for rows in index_batches(len(x), batch_size, None, shuffle=False):
+        rows = rows.to(x.device)
+        (-F.cross_entropy(model(x[rows]), y[rows])).backward()
+    grads = {n: p.grad.detach().abs() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    model.train(was_training)
+    flat = torch.cat([g.flatten() for g in grads.values()])
+    keep = max(1, int(round(ratio * flat.numel())))
+    threshold = torch.topk(flat, keep, sorted=True).values[-1]
+    return {n: (g >= threshold).to(g.dtype) for n, g in grads.items()}
+
+
+def prepare(state):
+    t = state.t
+    state.grad_mask = saliency_mask(state.model, t.forget_x, t.forget_y, state.hp["mask_ratio"], state.batch_size)
+
+
+METHOD = Method(
+    name="salun", summary="random labels on salient weights only (SalUn mask)", layout="mixed",
+    loss=loss, prepare=prepare, epoch_start=draw_labels,
+    params={**PARAMS, "lr": Param(0.013, 1e-4, 0.1, log=True, help=PARAMS["lr"].help),
+            "mask_ratio": Param(0.5, 0.1, 0.9, help="share of weights the saliency mask keeps")},
+)

@@ -1,0 +1,99 @@
+"""Every method on the digits long-tailed forget set (10%, gamma = 1), on the CPU."""
+import numpy as np
+import pytest
+import torch
+
+from falw_ray.experiment import Experiment, run_method
+from falw_ray.unlearn import METHODS, get_method, resolve
+
+# Learning rates that make each method act on digits within its reference epoch budget
+# (the reference defaults are tuned for CIFAR and barely move a model this small).
+DIGITS_HP = {
+    "ft": {"lr": 0.1},
+    "ga": {"lr": 0.003},
+    "neggrad_plus": {"lr": 0.05, "alpha": 0.5},
+    "rl": {"lr": 0.01},
+    "salun": {"lr": 0.013},
+    "l1_sparse": {"lr": 0.05, "alpha": 3e-4},
+    "scrub": {"lr": 0.03, "msteps": 3},
+    "boundary_shrink": {"lr": 0.01},
+    "boundary_expanding": {"lr": 3e-4},
+}
+RA_FLOOR = 90.0
+
+
+@pytest.fixture(scope="module")
+def exp(digits_baselines):
+    return Experiment(baselines=digits_baselines, device="cpu")
+
+
+def test_registry_covers_the_spec():
+    assert set(METHODS) == set(DIGITS_HP) | {"retrain"}
+    for m in METHODS.values():
+        assert "lr" in m.params and m.params["lr"].log
+        if m.forget_term:
+            tau = m.space(falw=True)["tau"]
+            assert (tau.low, tau.default, tau.high) == (0.0, 0.2, 0.5) and "tau" not in m.space()
+    assert get_method("salun").space()["mask_ratio"].default == 0.5
+    assert "alpha" in get_method("neggrad_plus").space() and "msteps" in get_method("scrub").space()
+
+
+def test_paper_configuration_by_name():
+    method, falw = resolve("falw")
+    assert method.name == "salun" and method.layout == "mixed" and falw is True
+
+
+@pytest.mark.parametrize("name", sorted(DIGITS_HP))
+def test_method_forgets_and_keeps_retain_accuracy(exp, digits_baselines, name):
+    r = exp.run(name, False, hp=DIGITS_HP[name])
+    assert r.metrics["fa"] < digits_baselines.original_metrics["fa"], r.metrics
+    assert r.metrics["ra"] >= RA_FLOOR, r.metrics
+    assert len(r.history) == get_method(name).params["epochs"].default
+    assert r.model(torch.zeros(1, 1, 8, 8)).shape == (1, 10)
+
+
+@pytest.mark.parametrize("name", sorted(n for n, m in METHODS.items() if m.forget_term))
+def test_falw_changes_the_trajectory(exp, name):
+    off = exp.run(name, False, hp=DIGITS_HP[name], epochs=2)
+    on = exp.run(name, True, hp=DIGITS_HP[name], epochs=2)
+    assert on.hp["tau"] == 0.2 and "tau" not in off.hp
+    w_off, w_on = off.model.state_dict(), on.model.state_dict()
+    assert any(not torch.equal(w_off[k], w_on[k]) for k in w_off if w_off[k].is_floating_point())
+
+
+@pytest.mark.parametrize("name,falw", [("salun", True), ("scrub", False), ("boundary_expanding", True)])
+def test_same_seed_same_result(exp, name, falw):
+    a = exp.run(name, falw, hp=DIGITS_HP[name], epochs=2)
+    b = exp.run(name, falw, hp=DIGITS_HP[name], epochs=2)
+    assert [h["avg_gap"] for h in a.history] == [h["avg_gap"] for h in b.history]
+    assert a.metrics == b.metrics
+    for k, v in a.model.state_dict().items():
+        assert torch.equal(v, b.model.state_dict()[k]), k
+
+
+def test_falw_needs_a_forget_term(exp):
+    with pytest.raises(ValueError, match="no forget term"):
+        exp.run("ft", True)
+
+
+def test_unknown_hyperparameter_is_named(exp):
+    with pytest.raises(ValueError, match="no hyperparameter 'mask'"):
+        exp.run("salun", hp={"mask": 0.3})
+
+
+def test_retrain_method_lands_near_the_reference(exp, digits_baselines):
+    r = exp.run("retrain", epochs=10)
+    assert r.gaps["avg_gap"] < 5 and r.metrics["ta"] > 90
+    assert r.rte == pytest.approx(r.seconds / digits_baselines.retrain_seconds)
+
+
+def test_history_reports_gaps_every_epoch(exp, digits_baselines):
+    seen = []
+    r = exp.run("rl", hp={"lr": 0.01}, epochs=3, on_epoch=seen.append)
+    assert [row["epoch"] for row in seen] == [1, 2, 3] and seen == r.history
+    for key in ("fa", "ra", "ta", "mia", "fa_gap", "ra_gap", "ta_gap", "mia_gap", "avg_gap",
+                "fa_gap_head", "fa_gap_mid", "fa_gap_tail", "elapsed"):
+        assert np.isfinite(seen[-1][key]), key
+    ref = digits_baselines.retrained_metrics
+    assert seen[-1]["fa_gap"] == pytest.approx(abs(seen[-1]["fa"] - ref["fa"]))
+    assert 0 < seen[0]["elapsed"] <= seen[-1]["elapsed"] == r.seconds
