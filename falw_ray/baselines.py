@@ -114,6 +114,7 @@ def train_baselines(scenario: Scenario, device=None, progress=None) -> Baselines
     return assemble(scenario, *(train_role(r, scenario, device, progress) for r in ROLES), device=device)
 
 
-def tensors_for(baselines: Baselines, device: torch.device) -> ScenarioTensors:
+def tensors_for(baselines: Baselines, device: torch.device, data: DatasetArrays | None = None) -> ScenarioTensors:
     s = baselines.scenario
-    return scenario_tensors(load_dataset(s.dataset, s.data_dir, s.download), baselines.splits, device)
+    data = data if data is not None else load_dataset(s.dataset, s.data_dir, s.download)
+    return scenario_tensors(data, baselines.splits, device)

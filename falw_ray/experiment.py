@@ -50,6 +50,7 @@ def run_method(
     falw_refresh_every: int = 1,
     on_epoch: Callable[[dict], None] | None = None,
     tensors=None,
+    data=None,
 ) -> RunResult:
     """Unlearn from the original model with ``method`` and judge every epoch against the retrained model.
 
@@ -59,8 +60,8 @@ def run_method(
     m, falw_on = resolve(method, falw)
     scenario = baselines.scenario
     device = pick_device(device)
-    data = load_dataset(scenario.dataset, scenario.data_dir, scenario.download)
-    t = tensors if tensors is not None else tensors_for(baselines, device)
+    data = data if data is not None else load_dataset(scenario.dataset, scenario.data_dir, scenario.download)
+    t = tensors if tensors is not None else tensors_for(baselines, device, data)
     model = model_from(scenario, data, baselines.original, device)
     hp_full = m.resolve(hp, falw_on)
     if m.name == "retrain":

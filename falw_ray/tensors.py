@@ -44,7 +44,7 @@ def scenario_tensors(data: DatasetArrays, splits: Splits, device: torch.device) 
         retain_x=xs(splits.retain), retain_y=ys(splits.retain),
         val_x=xs(splits.val), val_y=ys(splits.val),
         test_x=xs(splits.test, True), test_y=ys(splits.test, True),
-        mia_members=torch.from_numpy(splits.mia_members).to(device),
+        mia_members=torch.as_tensor(np.array(splits.mia_members)).to(device),
         forget_counts=torch.bincount(forget_y, minlength=data.num_classes),
         num_classes=data.num_classes,
         aug=Augment(data.crop_pad, data.flip),

@@ -1,0 +1,97 @@
+"""A content-addressed store of trained baselines on disk (or shared storage).
+
+Entries live at ``root/<role>/<key>/`` and are written whole or not at all: files go to a
+temporary folder that is renamed into place under a lock, and the weights carry a sha256
+that is checked on every read, so a truncated or corrupted entry is rebuilt, never used.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from filelock import FileLock
+
+from .baselines import StateArrays, Trained
+
+WEIGHTS, META = "weights.pt", "meta.json"
+
+
+class CorruptEntry(RuntimeError):
+    """A stored entry whose files do not match their checksum."""
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class BaselineStore:
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    def path(self, role: str, key: str) -> Path:
+        return self.root / role / key
+
+    def load(self, role: str, key: str) -> Trained | None:
+        """The stored entry, None when absent; raises CorruptEntry when it fails its checksum."""
+        entry = self.path(role, key)
+        meta_path, weights = entry / META, entry / WEIGHTS
+        if not meta_path.exists():
+            return None
+        try:
+            meta = json.loads(meta_path.read_text())
+            ok = weights.exists() and _sha256(weights) == meta["sha256"]
+        except (json.JSONDecodeError, KeyError, OSError) as e:
+            raise CorruptEntry(f"{entry}: unreadable metadata ({e})") from None
+        if not ok:
+            raise CorruptEntry(f"{entry}: {WEIGHTS} does not match its checksum")
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        return Trained({k: v.numpy() for k, v in state.items()}, float(meta["seconds"]))
+
+    def save(self, role: str, key: str, trained: Trained, info: dict | None = None) -> Path:
+        """Write an entry atomically: a reader sees the old entry, the new one, or none."""
+        final = self.path(role, key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=final.parent))
+        try:
+            torch.save({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in trained.state.items()}, tmp / WEIGHTS)
+            meta = {"role": role, "key": key, "seconds": trained.seconds, "sha256": _sha256(tmp / WEIGHTS), **(info or {})}
+            (tmp / META).write_text(json.dumps(meta, indent=1, sort_keys=True))
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return final
+
+    def get_or_train(
+        self, role: str, key: str, train: Callable[[], Trained], info: dict | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> tuple[Trained, str]:
+        """The stored entry, or one trained now and saved; a lock keeps concurrent builders from
+        training the same entry twice. Returns (entry, "hit" | "trained" | "rebuilt")."""
+        (self.root / role).mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.path(role, key)) + ".lock"):
+            status = "trained"
+            try:
+                found = self.load(role, key)
+                if found is not None:
+                    return found, "hit"
+            except CorruptEntry as e:
+                if log:
+                    log(f"{e}; rebuilding it")
+                status = "rebuilt"
+            trained = train()
+            self.save(role, key, trained, info)
+            return trained, status

@@ -1,0 +1,245 @@
+"""The Study API: run a study file on the local machine or a connected Ray cluster.
+
+Data flow: spec -> cells -> baselines (Ray tasks, store, object refs) -> one Tune search over all
+cells -> best configuration per cell -> final re-runs over seeds -> tables (CSV, Markdown, MLflow).
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from .cells import Cell, build_cells, scenario_label
+from .results import best_per_cell, final_table, format_table, to_markdown
+from .spec import StudySpec, load_study, parse_study
+from .progress import ProgressLine
+from .tracking import Tracker, TrialLogger
+
+QUIET_ENV = {
+    "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
+    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+    "RAY_DEDUP_LOGS": "1",
+    "RAY_AIR_NEW_OUTPUT": "0",
+}
+
+
+@dataclass
+class StudyResult:
+    trials: pd.DataFrame
+    best: pd.DataFrame
+    final: pd.DataFrame
+    table: pd.DataFrame
+    baselines: pd.DataFrame
+    results_dir: Path
+    study_run_id: str
+    tracking_uri: str
+    seconds: float = 0.0
+    paths: dict = field(default_factory=dict)
+
+    def show(self) -> str:
+        return format_table(self.table).to_string(index=False)
+
+
+class Study:
+    """A validated study, ready to run. Build it from YAML, a dict, or a StudySpec."""
+
+    def __init__(self, spec: StudySpec | dict, source: str = "<study>"):
+        self.spec = spec if isinstance(spec, StudySpec) else parse_study(spec, source)
+        self.source = source
+        self.cells: list[Cell] = build_cells(self.spec)
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike) -> "Study":
+        return cls(load_study(path), str(path))
+
+    def run(
+        self,
+        address: str | None = None,
+        tracking_uri: str | None = None,
+        storage: str | os.PathLike | None = None,
+        progress: bool = True,
+    ) -> StudyResult:
+        import ray
+
+        spec = self.spec
+        say = _printer(progress)
+        started = time.time()
+        root = Path(storage or spec.storage).expanduser().resolve()
+        results_dir = root / spec.name
+        tracker = Tracker(tracking_uri or spec.tracking.uri, spec.tracking.experiment or spec.name, root / "mlartifacts")
+        tracker.connect()
+        for k, v in QUIET_ENV.items():
+            os.environ.setdefault(k, v)
+        if not ray.is_initialized():
+            ray.init(address=address, include_dashboard=False, log_to_driver=progress,
+                     runtime_env={"env_vars": dict(QUIET_ENV)} if address else None)
+        _check_resources(spec, address, ray.cluster_resources())
+        study_run = tracker.start_study(
+            f"{spec.name}", {"study": spec.name, "source": self.source, "cells": len(self.cells),
+                             "trials_per_cell": spec.search.trials, "final_seeds": spec.final.seeds},
+        )
+        say(f"study {spec.name}: {len(self.cells)} cells x {spec.search.trials} trials, "
+            f"final seeds {spec.final.seeds}; MLflow {tracker.uri} (run {study_run})")
+        status = "FAILED"
+        try:
+            result = self._run(tracker, root, results_dir, say)
+            status = "FINISHED"
+            result.seconds = time.time() - started
+            say(f"done in {result.seconds:.0f}s; results in {results_dir}")
+            return result
+        finally:
+            for run in tracker.unfinished_children():
+                tracker.end(run, "FAILED")
+            tracker.end(study_run, status)
+
+    def _run(self, tracker: Tracker, root: Path, results_dir: Path, say) -> StudyResult:
+        from ray import tune
+
+        from .search import CellScheduler, CellSearcher
+        from .shared import SharedObjects
+        from .trainable import unlearning_trial
+
+        spec, cells = self.spec, {c.id: c for c in self.cells}
+        shared = SharedObjects()
+        res = spec.resources
+        store_root = str(root / "baselines")
+
+        def baselines_for(scenarios):
+            for s in shared.ensure(scenarios, store_root, res.cpu, res.gpu, say):
+                ev = next(e for e in shared.events if e["key"] == s.key())
+                m = ev["metrics"]
+                for role in ("original", "retrained"):
+                    secs = m["original_seconds"] if role == "original" else m["retrain_seconds"]
+                    tracker.log_baseline(s, role, m[role], secs, ev[role])
+
+        def trainable():
+            fn = tune.with_parameters(unlearning_trial, cells=cells, baselines=dict(shared.baselines),
+                                      datasets=dict(shared.datasets), threads=max(1, int(res.cpu)),
+                                      falw_refresh_every=spec.search.falw_refresh_every)
+            return tune.with_resources(fn, {"cpu": res.cpu, "gpu": res.gpu})
+
+        def run_config(stage: str, logger: TrialLogger, total: int):
+            return tune.RunConfig(
+                name=f"{spec.name}-{stage}", storage_path=str(root / "ray"),
+                callbacks=[logger, ProgressLine(stage, total, say, cells)], verbose=0,
+                failure_config=tune.FailureConfig(max_failures=2),
+            )
+
+        baselines_for(spec.scenario_list())
+        search_logger = TrialLogger(tracker, cells, "search")
+        scheduler = (CellScheduler(self.cells, spec.early_stopping.grace_period, spec.early_stopping.reduction_factor)
+                     if spec.early_stopping.enabled else None)
+        tuner = tune.Tuner(
+            trainable(),
+            tune_config=tune.TuneConfig(
+                search_alg=CellSearcher(self.cells, spec.search.trials, spec.search.sampler_seed),
+                scheduler=scheduler, num_samples=len(self.cells) * spec.search.trials,
+                max_concurrent_trials=spec.search.max_concurrent, reuse_actors=True,
+            ),
+            run_config=run_config("search", search_logger, len(self.cells) * spec.search.trials),
+        )
+        trials = _trials_frame(tuner.fit(), cells, search_logger.runs)
+        best = best_per_cell(trials, cells)
+        for run_id in best["mlflow_run_id"].dropna():
+            tracker.tag(run_id, {"best": "true"})
+        say(f"search done: {len(trials)} trials; best Avg. Gap per cell:\n"
+            + best[["cell", "avg_gap"]].to_string(index=False))
+
+        final_scenarios = [cells[c].at_seed(s) for c in best["cell"] for s in spec.final.seeds]
+        baselines_for(final_scenarios)
+        configs = [{"cell": row["cell"], "seed": s, **{k: row[k] for k in cells[row["cell"]].space}}
+                   for _, row in best.iterrows() for s in spec.final.seeds]
+        final_logger = TrialLogger(tracker, cells, "final")
+        final_grid = tune.Tuner(
+            trainable(), param_space={"final": tune.grid_search(configs)},
+            tune_config=tune.TuneConfig(max_concurrent_trials=spec.search.max_concurrent, reuse_actors=True),
+            run_config=run_config("final", final_logger, len(configs)),
+        ).fit()
+        final = _trials_frame(final_grid, cells, final_logger.runs, key="final")
+        final["seconds"] = final["elapsed"]
+        reference = _reference_frame(shared.events, {s.key() for s in final_scenarios})
+        table = final_table(final[final["status"] == "finished"], reference)
+        baselines = pd.DataFrame([{k: (v.name if k == "scenario" else v) for k, v in e.items() if k != "metrics"}
+                                  for e in shared.events])
+        result = StudyResult(trials=trials, best=best, final=final, table=table, baselines=baselines,
+                             results_dir=results_dir, study_run_id=tracker.study_run, tracking_uri=tracker.uri)
+        result.paths = _write(result, tracker)
+        say("\n" + result.show())
+        return result
+
+
+def _trials_frame(grid, cells: dict, runs: dict, key: str | None = None) -> pd.DataFrame:
+    rows = []
+    for r in grid:
+        config = r.config.get(key, r.config) if key else r.config
+        cell = cells[config["cell"]]
+        m = r.metrics or {}
+        status = "error" if r.error else "diverged" if m.get("diverged") else (
+            "finished" if m.get("epoch") == cell.epochs else "stopped early")
+        scenario = cell.at_seed(config["seed"]) if "seed" in config else cell.scenario
+        rows.append({
+            "cell": cell.id, "scenario": scenario_label(scenario), "method": cell.method, "falw": cell.falw,
+            "seed": scenario.seed, "trial_id": m.get("trial_id"), "status": status, "epochs_done": m.get("epoch", 0),
+            **cell.hp(config),
+            **{k: m.get(k, float("nan")) for k in ("fa", "ra", "ta", "mia", "fa_gap", "ra_gap", "ta_gap", "mia_gap",
+                                                    "avg_gap", "fa_gap_head", "fa_gap_mid", "fa_gap_tail",
+                                                    "elapsed", "rte", "trial_seconds")},
+            "fa_per_class": m.get("fa_per_class"),
+            "mlflow_run_id": runs.get(m.get("trial_id")),
+        })
+    return pd.DataFrame(rows)
+
+
+def _reference_frame(events: list[dict], keys: set[str]) -> pd.DataFrame:
+    rows = []
+    for e in events:
+        if e["key"] in keys:
+            m = e["metrics"]["retrained"]
+            rows.append({"scenario": scenario_label(e["scenario"]), "seed": e["scenario"].seed,
+                         **{k: m[k] for k in ("fa", "ra", "ta", "mia")}, "seconds": e["metrics"]["retrain_seconds"]})
+    return pd.DataFrame(rows)
+
+
+def _write(result: StudyResult, tracker: Tracker) -> dict:
+    d = result.results_dir
+    d.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "trials": d / "trials.csv", "best": d / "best.csv", "final": d / "final.csv",
+        "table": d / "table.csv", "table_md": d / "table.md", "baselines": d / "baselines.csv",
+    }
+    result.trials.to_csv(paths["trials"], index=False)
+    result.best.to_csv(paths["best"], index=False)
+    result.final.to_csv(paths["final"], index=False)
+    result.table.to_csv(paths["table"], index=False)
+    result.baselines.to_csv(paths["baselines"], index=False)
+    paths["table_md"].write_text(to_markdown(format_table(result.table)))
+    for p in paths.values():
+        tracker.client.log_artifact(result.study_run_id, str(p))
+    return paths
+
+
+def _check_resources(spec: StudySpec, address: str | None, cluster: dict) -> None:
+    """A local cluster cannot grow: a trial that asks for more than it has would wait forever."""
+    if address is not None:
+        return
+    for name, need, have in (("gpu", spec.resources.gpu, cluster.get("GPU", 0)), ("cpu", spec.resources.cpu, cluster.get("CPU", 0))):
+        if need > have:
+            raise ValueError(f"resources.{name}: a trial asks for {need:g} but this Ray cluster has {have:g}")
+
+
+def _silent(msg: str) -> None:
+    pass
+
+
+def _printer(progress: bool):
+    if not progress:
+        return _silent
+
+    def say(msg: str) -> None:
+        print(f"falw-ray: {msg}", file=sys.stderr, flush=True)
+
+    return say

@@ -1,0 +1,115 @@
+"""One Tune search over every cell, so the cluster stays busy across cells: a searcher that gives
+each cell its own seeded Optuna TPE study and trial budget, and a scheduler that gives each cell
+its own ASHA early stopping."""
+from __future__ import annotations
+
+import pickle
+
+import optuna
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+from ray.tune.search import Searcher
+from ray.tune.search.optuna import OptunaSearch
+
+from ..unlearn import Param
+from .cells import Cell
+
+METRIC, MODE = "avg_gap", "min"
+
+
+def optuna_space(space: dict[str, Param]) -> dict[str, optuna.distributions.BaseDistribution]:
+    out = {}
+    for name, p in space.items():
+        if p.integer:
+            out[name] = optuna.distributions.IntDistribution(int(p.low), int(p.high), log=p.log)
+        else:
+            out[name] = optuna.distributions.FloatDistribution(p.low, p.high, log=p.log)
+    return out
+
+
+class CellSearcher(Searcher):
+    """Round-robins new trials over cells with budget left; each cell's Optuna study sees only its trials."""
+
+    def __init__(self, cells: list[Cell], trials_per_cell: int, seed: int = 0):
+        super().__init__(metric=METRIC, mode=MODE)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.cells = [c.id for c in cells]
+        self.budget = trials_per_cell
+        self.searchers = {
+            c.id: OptunaSearch(space=optuna_space(c.space), metric=METRIC, mode=MODE,
+                               sampler=optuna.samplers.TPESampler(seed=seed + i, n_startup_trials=min(4, trials_per_cell)))
+            for i, c in enumerate(cells)
+        }
+        self.started = {c.id: 0 for c in cells}
+        self.owner: dict[str, str] = {}
+
+    def suggest(self, trial_id: str):
+        open_cells = [c for c in self.cells if self.started[c] < self.budget]
+        if not open_cells:
+            return Searcher.FINISHED
+        cell = min(open_cells, key=lambda c: self.started[c])
+        self.started[cell] += 1
+        self.owner[trial_id] = cell
+        if self.searchers[cell]._space:
+            config = self.searchers[cell].suggest(trial_id)
+        else:
+            config = {}
+        return {"cell": cell, **config}
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        cell = self.owner.get(trial_id)
+        if cell and self.searchers[cell]._space and METRIC in result:
+            self.searchers[cell].on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        cell = self.owner.get(trial_id)
+        if cell and self.searchers[cell]._space:
+            self.searchers[cell].on_trial_complete(trial_id, result, error)
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.__dict__, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            self.__dict__.update(pickle.load(f))
+
+
+class CellScheduler(FIFOScheduler):
+    """ASHA per cell: a trial is stopped early only against the trials of its own cell."""
+
+    def __init__(self, cells: list[Cell], grace_period: int, reduction_factor: float):
+        super().__init__()
+        self.ashas = {
+            c.id: ASHAScheduler(time_attr="training_iteration", metric=METRIC, mode=MODE, max_t=c.epochs,
+                                grace_period=min(grace_period, c.epochs), reduction_factor=reduction_factor)
+            for c in cells
+        }
+
+    def set_search_properties(self, metric, mode, **spec) -> bool:
+        return True
+
+    def _asha(self, trial):
+        return self.ashas.get(trial.config.get("cell"))
+
+    def on_trial_add(self, tune_controller, trial):
+        if (a := self._asha(trial)) is not None:
+            a.on_trial_add(tune_controller, trial)
+
+    def on_trial_result(self, tune_controller, trial, result):
+        a = self._asha(trial)
+        return a.on_trial_result(tune_controller, trial, result) if a is not None else TrialScheduler.CONTINUE
+
+    def on_trial_complete(self, tune_controller, trial, result):
+        if (a := self._asha(trial)) is not None and trial.trial_id in a._trial_info:
+            a.on_trial_complete(tune_controller, trial, result)
+
+    def on_trial_remove(self, tune_controller, trial):
+        if (a := self._asha(trial)) is not None and trial.trial_id in a._trial_info:
+            a.on_trial_remove(tune_controller, trial)
+
+    def on_trial_error(self, tune_controller, trial):
+        self.on_trial_remove(tune_controller, trial)
+
+    def debug_string(self) -> str:
+        stopped = sum(a._num_stopped for a in self.ashas.values())
+        return f"ASHA per cell ({len(self.ashas)} cells): {stopped} trial(s) stopped early"

@@ -1,0 +1,262 @@
+"""Study files (studies/*.yaml) as validated, typed objects. Loaded once, at the edge.
+
+Every error names the file, the field and what was expected, in a line or three.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ..data.registry import DATASETS
+from ..recipe import Recipe
+from ..scenario import ForgetSpec, Scenario
+from ..unlearn import METHODS, PRESETS, Param, get_method
+
+
+class StudyError(ValueError):
+    """A study file that cannot be run, with a message fit to print as is."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Range(_Strict):
+    """A searched hyperparameter: uniform (or log-uniform) between low and high."""
+
+    low: float
+    high: float
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Range":
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError("a log range needs low > 0")
+        return self
+
+
+class ForgetEntry(_Strict):
+    """A forget spec whose gamma may be a list: one scenario per gamma (a sweep)."""
+
+    kind: Literal["longtail", "random", "classwise"] = "longtail"
+    ratio: float = Field(0.1, gt=0, lt=1)
+    gamma: Union[float, list[float]] = 1.0
+    classes: tuple[int, ...] = ()
+
+    def expand(self) -> list[ForgetSpec]:
+        gammas = self.gamma if isinstance(self.gamma, list) else [self.gamma]
+        return [ForgetSpec(kind=self.kind, ratio=self.ratio, gamma=g, classes=self.classes) for g in gammas]
+
+    @model_validator(mode="after")
+    def _valid(self) -> "ForgetEntry":
+        if isinstance(self.gamma, list) and not self.gamma:
+            raise ValueError("gamma: give a number or a non-empty list")
+        self.expand()
+        return self
+
+
+class ScenarioEntry(_Strict):
+    dataset: str = "digits"
+    model: str | None = None
+    forget: ForgetEntry = ForgetEntry()
+    seed: int = Field(0, ge=0, description="seed of the search stage's baselines and splits")
+    data_dir: str | None = None
+    download: bool = False
+    recipe: Recipe | None = None
+
+    @field_validator("dataset")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in DATASETS:
+            raise ValueError(f"unknown dataset {v!r}; expected one of {sorted(DATASETS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _data_dir(self) -> "ScenarioEntry":
+        if DATASETS[self.dataset].needs_data_dir:
+            if self.data_dir is None:
+                raise ValueError(f"dataset {self.dataset!r} needs data_dir: the folder that holds its files")
+            if not self.download and not Path(self.data_dir).expanduser().is_dir():
+                raise ValueError(f"data_dir {self.data_dir!r} does not exist (set download: true to fetch the data)")
+        return self
+
+    def scenarios(self, seed: int | None = None) -> list[Scenario]:
+        return [
+            Scenario(dataset=self.dataset, model=self.model, forget=f, recipe=self.recipe,
+                     seed=self.seed if seed is None else seed,
+                     data_dir=str(Path(self.data_dir).expanduser()) if self.data_dir else None, download=self.download)
+            for f in self.forget.expand()
+        ]
+
+
+class MethodEntry(_Strict):
+    """A method in the study: FaLW off, on or both, its epochs, and changes to its default search space."""
+
+    name: str
+    falw: Literal["off", "on", "both"] = "both"
+    epochs: int | None = Field(None, ge=1)
+    batch_size: int | None = Field(None, ge=1)
+    space: dict[str, Union[Range, float]] = {}
+
+    @field_validator("space", mode="before")
+    @classmethod
+    def _values(cls, v: object) -> object:
+        """A number fixes a hyperparameter; {low, high, log} searches it. One message per bad entry."""
+        if not isinstance(v, dict):
+            raise ValueError("expected a mapping of hyperparameter -> number or {low, high, log}")
+        out = {}
+        for key, value in v.items():
+            if isinstance(value, dict):
+                try:
+                    out[key] = Range(**value)
+                except ValidationError as err:
+                    raise ValueError(f"{key}: {err.errors()[0]['msg'].removeprefix('Value error, ')}") from None
+                except TypeError:
+                    raise ValueError(f"{key}: expected {{low, high, log}}") from None
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                out[key] = float(value)
+            else:
+                raise ValueError(f"{key}: expected a number or {{low, high, log}}, got {value!r}")
+        return out
+
+    @model_validator(mode="after")
+    def _known(self) -> "MethodEntry":
+        if self.name not in METHODS and self.name not in PRESETS:
+            raise ValueError(f"unknown method {self.name!r}; expected one of {sorted(METHODS) + sorted(PRESETS)}")
+        method = get_method(self.name)
+        if self.name in PRESETS and self.falw != "both" and (self.falw == "on") != PRESETS[self.name][1]:
+            raise ValueError(f"method {self.name!r} fixes FaLW {'on' if PRESETS[self.name][1] else 'off'}")
+        if self.falw != "off" and not method.forget_term and self.falw == "on":
+            raise ValueError(f"method {self.name!r} has no forget term; falw must be off")
+        allowed = set(method.params) | {"tau"}
+        for key in self.space:
+            if key not in allowed:
+                raise ValueError(f"space: {self.name!r} has no hyperparameter {key!r}; expected one of {sorted(allowed)}")
+        return self
+
+    def falw_modes(self) -> list[bool]:
+        method = get_method(self.name)
+        if self.name in PRESETS:
+            return [PRESETS[self.name][1]]
+        if not method.forget_term:
+            return [False]
+        return {"off": [False], "on": [True], "both": [False, True]}[self.falw]
+
+    def search_space(self, falw: bool) -> tuple[dict[str, Param], dict[str, float]]:
+        """(searched params, fixed params): the method's defaults with this entry's changes."""
+        method = get_method(self.name)
+        space = dict(method.space(falw))
+        fixed: dict[str, float] = {}
+        for key, value in self.space.items():
+            if key == "tau" and not falw:
+                continue
+            if isinstance(value, Range):
+                base = method.params.get(key) or space.get(key)
+                space[key] = Param(min(max(base.default, value.low), value.high), value.low, value.high,
+                                   log=value.log, integer=base.integer)
+            else:
+                space.pop(key, None)
+                fixed[key] = value
+        return space, fixed
+
+
+class SearchSettings(_Strict):
+    trials: int = Field(8, ge=1, description="trials per cell")
+    sampler_seed: int = 0
+    max_concurrent: int | None = Field(None, ge=1)
+    falw_refresh_every: int = Field(1, ge=0, description="FaLW statistics refresh, in steps (0: once per epoch)")
+
+
+class EarlyStopping(_Strict):
+    enabled: bool = True
+    grace_period: int = Field(1, ge=1)
+    reduction_factor: float = Field(2.0, gt=1)
+
+
+class Resources(_Strict):
+    cpu: float = Field(1.0, gt=0)
+    gpu: float = Field(0.0, ge=0)
+
+    @field_validator("gpu")
+    @classmethod
+    def _fraction_or_whole(cls, v: float) -> float:
+        if v > 1 and v != int(v):
+            raise ValueError("a trial takes a fraction of one GPU (<= 1) or a whole number of GPUs")
+        return v
+
+
+class Tracking(_Strict):
+    uri: str | None = None
+    experiment: str | None = None
+
+
+class FinalStage(_Strict):
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+
+
+class StudySpec(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = ""
+    scenarios: list[ScenarioEntry] = Field(min_length=1)
+    methods: list[MethodEntry] = Field(min_length=1)
+    search: SearchSettings = SearchSettings()
+    early_stopping: EarlyStopping = EarlyStopping()
+    resources: Resources = Resources()
+    storage: str = "falw_results"
+    tracking: Tracking = Tracking()
+    final: FinalStage = FinalStage()
+
+    def scenario_list(self, seed: int | None = None) -> list[Scenario]:
+        return [s for entry in self.scenarios for s in entry.scenarios(seed)]
+
+
+def _where(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif not str(part).startswith(("function-", "union[", "list[", "tagged-union[")):
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def format_validation_error(source: str, err: ValidationError, limit: int = 3) -> str:
+    lines = []
+    for e in err.errors()[:limit]:
+        msg = e["msg"].removeprefix("Value error, ")
+        lines.append(f"{source}: {_where(e['loc'])}: {msg}")
+    if len(err.errors()) > limit:
+        lines.append(f"{source}: ... and {len(err.errors()) - limit} more problem(s)")
+    return "\n".join(lines)
+
+
+def parse_study(data: object, source: str = "<study>") -> StudySpec:
+    if not isinstance(data, dict):
+        raise StudyError(f"{source}: expected a mapping of study fields (name, scenarios, methods, ...), got {type(data).__name__}")
+    try:
+        return StudySpec.model_validate(data)
+    except ValidationError as err:
+        raise StudyError(format_validation_error(source, err)) from None
+
+
+def load_study(path: str | Path) -> StudySpec:
+    """Read and validate a study file; errors name the file and the field."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise StudyError(f"{path}: cannot read the study file ({e.strerror or e})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise StudyError(f"{path}: invalid YAML{where}: {getattr(e, 'problem', None) or e}") from None
+    if data is None:
+        raise StudyError(f"{path}: the file is empty; a study needs name, scenarios and methods")
+    return parse_study(data, str(path))

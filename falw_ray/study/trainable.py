@@ -1,0 +1,38 @@
+"""The Tune trainable: one unlearning run from shared baselines, reporting gaps to Retrain every epoch."""
+from __future__ import annotations
+
+import time
+
+import ray
+import torch
+from ray import tune
+
+from ..experiment import run_method
+from ..unlearn import DivergedError
+from .shared import dataset_key
+
+DIVERGED_GAP = 100.0
+"""Avg. Gap reported by a diverged trial: the worst a gap in percentage points can be, so the
+search learns to avoid the region instead of crashing on it."""
+
+
+def unlearning_trial(config: dict, cells: dict, baselines: dict, datasets: dict, threads: int, falw_refresh_every: int):
+    started = time.perf_counter()
+    torch.set_num_threads(max(1, threads))
+    cfg = config.get("final", config)
+    cell = cells[cfg["cell"]]
+    scenario = cell.at_seed(cfg["seed"]) if "seed" in cfg else cell.scenario
+    base = ray.get(baselines[scenario.key()])
+    data = ray.get(datasets[dataset_key(scenario)])
+    retrain_seconds = base.retrain_seconds
+
+    def report(row: dict) -> None:
+        tune.report({**row, "cell": cell.id, "seed": scenario.seed, "diverged": False,
+                     "rte": row["elapsed"] / retrain_seconds, "trial_seconds": time.perf_counter() - started})
+
+    try:
+        run_method(base, cell.method, cell.falw, hp=cell.hp(cfg), epochs=cell.epochs, batch_size=cell.batch_size,
+                   falw_refresh_every=falw_refresh_every, on_epoch=report, data=data)
+    except DivergedError as e:
+        tune.report({"avg_gap": DIVERGED_GAP, "diverged": True, "error": str(e), "cell": cell.id,
+                     "seed": scenario.seed, "trial_seconds": time.perf_counter() - started})

@@ -1,0 +1,173 @@
+"""Submit jobs to a real, token-authenticated Ray head started (and stopped) by this module.
+
+The head runs under `ray start --head --block` in its own session and process group,
+with its own temp dir, HOME (holding .ray/auth_token) and ports, so it neither finds
+nor disturbs any other Ray on the machine; teardown stops only its processes.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import ray  # noqa: F401  (puts Ray's bundled psutil on sys.path)
+import psutil  # noqa: E402
+from ray.exceptions import AuthenticationError
+from ray.job_submission import JobStatus, JobSubmissionClient
+
+from falw_ray.study.submit import follow_hint, job_client, submit_entrypoint, submit_study, wait_for_job
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent  # the job's `python` is the first on the PATH of `ray start`
+TINY_STUDY = REPO / "tests" / "data" / "tiny_study.yaml"
+_CLIENT_ENV = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")
+
+
+def _free_ports(n: int) -> list[int]:
+    """n distinct ports the OS calls free now (held open together so none repeats)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _cluster_processes(root: Path, pgid: int) -> list[psutil.Process]:
+    """Live processes of this cluster: in its process group, or naming/working in its temp dir."""
+    found = []
+    for p in psutil.process_iter():
+        try:
+            if p.pid == os.getpid() or p.status() == psutil.STATUS_ZOMBIE:
+                continue
+            if os.getpgid(p.pid) == pgid or str(root) in " ".join(p.cmdline()) or p.cwd().startswith(str(root)):
+                found.append(p)
+        except (psutil.Error, ProcessLookupError):
+            continue
+    return found
+
+
+def _stop(proc: subprocess.Popen, root: Path) -> list[psutil.Process]:
+    """SIGTERM the blocking `ray start` (it drains and stops its children), then kill what is left."""
+    try:
+        tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        tree = []
+    tree += _cluster_processes(root, proc.pid)
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=45)
+    except subprocess.TimeoutExpired:
+        pass
+    _, alive = psutil.wait_procs(tree, timeout=10)
+    for p in alive + _cluster_processes(root, proc.pid):
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=10)
+    proc.wait(timeout=10)
+    return _cluster_processes(root, proc.pid)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    if not (VENV_BIN / "ray").exists():
+        pytest.skip(f"no `ray` next to {sys.executable}")
+    root = Path(tempfile.mkdtemp(prefix="frt-", dir="/tmp"))  # short: Ray's unix socket paths live under it
+    home, token = root / "home", uuid.uuid4().hex
+    (home / ".ray").mkdir(parents=True)
+    (home / ".ray" / "auth_token").write_text(token)
+    gcs, dash, client, agent, agent_grpc, rt_agent, metrics, node_mgr, obj_mgr = _free_ports(9)
+    env = {k: v for k, v in os.environ.items() if k not in _CLIENT_ENV}
+    env.update(PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}", HOME=str(home), RAY_AUTH_MODE="token",
+               RAY_USAGE_STATS_ENABLED="0")
+    cmd = [str(VENV_BIN / "ray"), "start", "--head", "--block", f"--port={gcs}", "--dashboard-host=127.0.0.1",
+           f"--dashboard-port={dash}", "--node-ip-address=127.0.0.1", "--num-cpus=2", "--include-dashboard=true",
+           f"--temp-dir={root / 'r'}", f"--ray-client-server-port={client}",
+           f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={agent_grpc}",
+           f"--runtime-env-agent-port={rt_agent}", f"--metrics-export-port={metrics}",
+           f"--node-manager-port={node_mgr}", f"--object-manager-port={obj_mgr}", "--disable-usage-stats"]
+    log = open(root / "ray_start.log", "wb")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            start_new_session=True)
+    address = f"http://127.0.0.1:{dash}"
+    with pytest.MonkeyPatch.context() as mp:
+        # The client finds the token where `ray start` does, in ~/.ray/auth_token, with no RAY_AUTH_* set.
+        for k in _CLIENT_ENV:
+            mp.delenv(k, raising=False)
+        mp.setenv("HOME", str(home))
+        try:
+            deadline, last = time.monotonic() + 120, None
+            while True:
+                if proc.poll() is not None:
+                    tail = (root / "ray_start.log").read_text()[-3000:]
+                    raise RuntimeError(f"ray start exited {proc.returncode}:\n{tail}")
+                try:
+                    job_client(address).list_jobs()  # the job API itself, not only the HTTP port
+                    break
+                except Exception as e:  # noqa: BLE001  (not up yet: refused, 5xx, module still loading)
+                    last = e
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"Ray dashboard at {address} not ready after 120s: {last}")
+                time.sleep(1)
+            assert _cluster_processes(root, proc.pid), "cluster processes not visible: teardown check would be vacuous"
+            yield SimpleNamespace(address=address, token=token, root=root, proc=proc)
+        finally:
+            left = _stop(proc, root)
+            log.close()
+            shutil.rmtree(root, ignore_errors=True)
+            assert not left, f"cluster processes survived teardown: {[p.pid for p in left]}"
+
+
+def test_submit_entrypoint_runs_compare_with_token_auth(cluster):
+    job = submit_entrypoint("python -m falw_ray.cli compare --methods ga --epochs 1 --threads 1",
+                            cluster.address, working_dir=REPO)
+    status = wait_for_job(cluster.address, job, timeout_s=300)
+    logs = job_client(cluster.address).get_job_logs(job)
+    assert status == JobStatus.SUCCEEDED, logs[-3000:]
+    assert "avg_gap" in logs or "method" in logs
+    assert re.search(r"^\s*ga\s", logs, re.M), logs[-3000:]
+    assert f"ray job logs --follow --address {cluster.address} {job}" in follow_hint(cluster.address, job)
+
+
+def test_cluster_really_requires_the_token(cluster):
+    with pytest.raises(AuthenticationError):  # Ray's own client, no header: RAY_AUTH_MODE is unset here
+        JobSubmissionClient(cluster.address)
+    with pytest.raises(PermissionError, match="127.0.0.1"):
+        job_client(cluster.address, token="not-the-token")
+    assert job_client(cluster.address, token=cluster.token).list_jobs() is not None
+
+
+def test_unreachable_address_is_one_line_connection_error():
+    (port,) = _free_ports(1)
+    with pytest.raises(ConnectionError, match=rf"127\.0\.0\.1:{port}") as e:
+        job_client(f"http://127.0.0.1:{port}")
+    assert "\n" not in str(e.value)
+
+
+def test_submit_study_outside_working_dir_is_refused(tmp_path):
+    study = tmp_path / "outside.yaml"
+    study.write_text("name: outside\n")
+    with pytest.raises(ValueError, match="outside.yaml") as e:
+        submit_study(study, "http://127.0.0.1:1", working_dir=REPO)  # refused before any network call
+    assert str(REPO) in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.skipif(not TINY_STUDY.exists(), reason="tiny study file not written yet")
+def test_submit_study_runs_quickstart(cluster):
+    job = submit_study(TINY_STUDY, cluster.address, working_dir=REPO)
+    status = wait_for_job(cluster.address, job, timeout_s=600)
+    assert status == JobStatus.SUCCEEDED, job_client(cluster.address).get_job_logs(job)[-3000:]
