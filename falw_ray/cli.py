@@ -58,6 +58,90 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fail(err: Exception) -> int:
+    print(f"falw-ray: {err}", file=sys.stderr)
+    return 2
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .study.runner import Study
+    from .study.spec import StudyError
+    from .study.tracking import TrackingError
+
+    try:
+        study = Study.from_yaml(args.study)
+        result = study.run(address=args.address, tracking_uri=args.tracking_uri, storage=args.storage,
+                           progress=not args.quiet, resume=args.command == "resume")
+    except (StudyError, TrackingError, ValueError) as e:
+        return _fail(e)
+    print(result.show())
+    print(f"\nresults: {result.results_dir}\nMLflow:  mlflow ui --backend-store-uri {result.tracking_uri}"
+          f"  (experiment {study.spec.tracking.experiment or study.spec.name})")
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from .study.spec import StudyError, load_study
+    from .study.submit import follow_hint, submit_study
+
+    try:
+        load_study(args.study)
+        extra = [a for flag, v in (("--tracking-uri", args.tracking_uri), ("--storage", args.storage)) if v for a in (flag, v)]
+        job_id = submit_study(args.study, args.address, extra_args=extra, working_dir=args.working_dir)
+    except (StudyError, ValueError, FileNotFoundError, ConnectionError, PermissionError) as e:
+        return _fail(e)
+    print(f"submitted job {job_id}")
+    print(follow_hint(args.address, job_id))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .study.report import report
+    from .study.results import format_table
+    from .study.spec import StudyError, load_study
+    from .study.tracking import TrackingError
+
+    name, uri = args.study, args.tracking_uri
+    try:
+        if args.study.endswith((".yaml", ".yml")):
+            spec = load_study(args.study)
+            name, uri = spec.tracking.experiment or spec.name, uri or spec.tracking.uri
+        table = report(name, uri, args.out, args.run_id)
+    except (StudyError, TrackingError) as e:
+        return _fail(e)
+    print(format_table(table).to_string(index=False))
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    import yaml
+
+    from .study.spec import StudyError, load_study
+
+    status = 0
+    for path in args.files:
+        try:
+            with open(path) as f:
+                head = yaml.safe_load(f)
+        except (OSError, yaml.YAMLError):
+            head = None
+        try:
+            if isinstance(head, dict) and "provider" in head:
+                from .study.cluster import validate_cluster_config
+
+                validate_cluster_config(path)
+                print(f"{path}: valid Ray cluster config")
+            else:
+                spec = load_study(path)
+                from .study.cells import build_cells
+
+                print(f"{path}: valid study '{spec.name}' ({len(build_cells(spec))} cells x {spec.search.trials} trials)")
+        except (StudyError, ValueError) as e:
+            print(e, file=sys.stderr)
+            status = 2
+    return status
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="falw-ray", description="Tune and compare unlearning methods with FaLW.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -75,6 +159,35 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--device", default=None)
     c.add_argument("--threads", type=int, default=None)
     c.set_defaults(func=cmd_compare)
+
+    for name, helptext in (("run", "run a study on a local Ray (or --address)"),
+                           ("resume", "continue an interrupted study: finished trials are kept")):
+        r = sub.add_parser(name, help=helptext)
+        r.add_argument("study", help="a study file, e.g. studies/quickstart.yaml")
+        r.add_argument("--address", default=None, help="a running Ray cluster (default: start a local one)")
+        r.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: the study's, else ./mlflow.db)")
+        r.add_argument("--storage", default=None, help="where baselines and results go (default: the study's)")
+        r.add_argument("--quiet", action="store_true", help="print only the final table")
+        r.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("submit", help="submit a study to a Ray cluster as a job")
+    s.add_argument("study")
+    s.add_argument("--address", required=True, help="the cluster's dashboard, e.g. http://HEAD:8265")
+    s.add_argument("--working-dir", default=None, help="folder uploaded with the job (default: here)")
+    s.add_argument("--tracking-uri", default=None)
+    s.add_argument("--storage", default=None)
+    s.set_defaults(func=cmd_submit)
+
+    rp = sub.add_parser("report", help="rebuild a study's final table from MLflow alone")
+    rp.add_argument("study", help="a study file or an MLflow experiment name")
+    rp.add_argument("--tracking-uri", default=None)
+    rp.add_argument("--run-id", default=None, help="a study run (default: the latest)")
+    rp.add_argument("--out", default=None, help="also write table.csv and table.md here")
+    rp.set_defaults(func=cmd_report)
+
+    v = sub.add_parser("validate", help="check study files or a cluster.yaml without running anything")
+    v.add_argument("files", nargs="+")
+    v.set_defaults(func=cmd_validate)
     return p
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from filelock import FileLock
 
-from .baselines import StateArrays, Trained
+from .baselines import Trained
 
 WEIGHTS, META = "weights.pt", "meta.json"
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from falw_ray.experiment import Experiment, run_method
+from falw_ray.experiment import Experiment
 from falw_ray.unlearn import METHODS, get_method, resolve
 
 # Learning rates that make each method act on digits within its reference epoch budget

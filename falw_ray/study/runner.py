@@ -62,10 +62,12 @@ class Study:
         tracking_uri: str | None = None,
         storage: str | os.PathLike | None = None,
         progress: bool = True,
+        resume: bool = False,
     ) -> StudyResult:
         import ray
 
         spec = self.spec
+        spec.preflight(self.source)
         say = _printer(progress)
         started = time.time()
         root = Path(storage or spec.storage).expanduser().resolve()
@@ -78,15 +80,21 @@ class Study:
             ray.init(address=address, include_dashboard=False, log_to_driver=progress,
                      runtime_env={"env_vars": dict(QUIET_ENV)} if address else None)
         _check_resources(spec, address, ray.cluster_resources())
-        study_run = tracker.start_study(
-            f"{spec.name}", {"study": spec.name, "source": self.source, "cells": len(self.cells),
-                             "trials_per_cell": spec.search.trials, "final_seeds": spec.final.seeds},
-        )
+        self.concurrency = spec.search.max_concurrent or _slots(spec, address, ray.cluster_resources())
+        study_run = tracker.resume_study() if resume else None
+        if study_run is None:
+            resume = False
+            study_run = tracker.start_study(
+                f"{spec.name}", {"study": spec.name, "source": self.source, "cells": len(self.cells),
+                                 "trials_per_cell": spec.search.trials, "final_seeds": spec.final.seeds},
+            )
+        else:
+            say(f"resuming study run {study_run}")
         say(f"study {spec.name}: {len(self.cells)} cells x {spec.search.trials} trials, "
             f"final seeds {spec.final.seeds}; MLflow {tracker.uri} (run {study_run})")
         status = "FAILED"
         try:
-            result = self._run(tracker, root, results_dir, say)
+            result = self._run(tracker, root, results_dir, say, resume)
             status = "FINISHED"
             result.seconds = time.time() - started
             say(f"done in {result.seconds:.0f}s; results in {results_dir}")
@@ -96,7 +104,7 @@ class Study:
                 tracker.end(run, "FAILED")
             tracker.end(study_run, status)
 
-    def _run(self, tracker: Tracker, root: Path, results_dir: Path, say) -> StudyResult:
+    def _run(self, tracker: Tracker, root: Path, results_dir: Path, say, resume: bool) -> StudyResult:
         from ray import tune
 
         from .search import CellScheduler, CellSearcher
@@ -114,7 +122,7 @@ class Study:
                 m = ev["metrics"]
                 for role in ("original", "retrained"):
                     secs = m["original_seconds"] if role == "original" else m["retrain_seconds"]
-                    tracker.log_baseline(s, role, m[role], secs, ev[role])
+                    tracker.log_baseline(s, scenario_label(s), role, m[role], secs, ev[role])
 
         def trainable():
             fn = tune.with_parameters(unlearning_trial, cells=cells, baselines=dict(shared.baselines),
@@ -129,18 +137,31 @@ class Study:
                 failure_config=tune.FailureConfig(max_failures=2),
             )
 
+        def tuner_for(stage: str, total: int, **kwargs):
+            """A new Tuner, or on resume the stage's stored experiment with fresh object references
+            and callbacks that continue the trials' existing MLflow runs."""
+            logger = TrialLogger(tracker, cells, stage)
+            config = run_config(stage, logger, total)
+            path = root / "ray" / config.name
+            if resume and tune.Tuner.can_restore(path):
+                logger.runs.update(tracker.trial_runs(stage))
+                tuner = tune.Tuner.restore(str(path), trainable(), resume_unfinished=True, resume_errored=True,
+                                           param_space=kwargs.get("param_space"))
+                tuner._local_tuner.get_run_config().callbacks = config.callbacks
+                say(f"{stage}: restored {path}")
+                return tuner, logger
+            return tune.Tuner(trainable(), run_config=config, **kwargs), logger
+
         baselines_for(spec.scenario_list())
-        search_logger = TrialLogger(tracker, cells, "search")
         scheduler = (CellScheduler(self.cells, spec.early_stopping.grace_period, spec.early_stopping.reduction_factor)
                      if spec.early_stopping.enabled else None)
-        tuner = tune.Tuner(
-            trainable(),
+        tuner, search_logger = tuner_for(
+            "search", len(self.cells) * spec.search.trials,
             tune_config=tune.TuneConfig(
                 search_alg=CellSearcher(self.cells, spec.search.trials, spec.search.sampler_seed),
                 scheduler=scheduler, num_samples=len(self.cells) * spec.search.trials,
-                max_concurrent_trials=spec.search.max_concurrent, reuse_actors=True,
+                max_concurrent_trials=self.concurrency, reuse_actors=True,
             ),
-            run_config=run_config("search", search_logger, len(self.cells) * spec.search.trials),
         )
         trials = _trials_frame(tuner.fit(), cells, search_logger.runs)
         best = best_per_cell(trials, cells)
@@ -153,12 +174,11 @@ class Study:
         baselines_for(final_scenarios)
         configs = [{"cell": row["cell"], "seed": s, **{k: row[k] for k in cells[row["cell"]].space}}
                    for _, row in best.iterrows() for s in spec.final.seeds]
-        final_logger = TrialLogger(tracker, cells, "final")
-        final_grid = tune.Tuner(
-            trainable(), param_space={"final": tune.grid_search(configs)},
-            tune_config=tune.TuneConfig(max_concurrent_trials=spec.search.max_concurrent, reuse_actors=True),
-            run_config=run_config("final", final_logger, len(configs)),
-        ).fit()
+        final_tuner, final_logger = tuner_for(
+            "final", len(configs), param_space={"final": tune.grid_search(configs)},
+            tune_config=tune.TuneConfig(max_concurrent_trials=self.concurrency, reuse_actors=True),
+        )
+        final_grid = final_tuner.fit()
         final = _trials_frame(final_grid, cells, final_logger.runs, key="final")
         final["seconds"] = final["elapsed"]
         reference = _reference_frame(shared.events, {s.key() for s in final_scenarios})
@@ -168,7 +188,6 @@ class Study:
         result = StudyResult(trials=trials, best=best, final=final, table=table, baselines=baselines,
                              results_dir=results_dir, study_run_id=tracker.study_run, tracking_uri=tracker.uri)
         result.paths = _write(result, tracker)
-        say("\n" + result.show())
         return result
 
 
@@ -189,6 +208,8 @@ def _trials_frame(grid, cells: dict, runs: dict, key: str | None = None) -> pd.D
                                                     "avg_gap", "fa_gap_head", "fa_gap_mid", "fa_gap_tail",
                                                     "elapsed", "rte", "trial_seconds")},
             "fa_per_class": m.get("fa_per_class"),
+            "started_at": m.get("started_at"), "ended_at": m.get("reported_at"), "gpus": m.get("gpus"),
+            "gpu_share": m.get("gpu_share"),
             "mlflow_run_id": runs.get(m.get("trial_id")),
         })
     return pd.DataFrame(rows)
@@ -229,6 +250,18 @@ def _check_resources(spec: StudySpec, address: str | None, cluster: dict) -> Non
     for name, need, have in (("gpu", spec.resources.gpu, cluster.get("GPU", 0)), ("cpu", spec.resources.cpu, cluster.get("CPU", 0))):
         if need > have:
             raise ValueError(f"resources.{name}: a trial asks for {need:g} but this Ray cluster has {have:g}")
+
+
+def _slots(spec: StudySpec, address: str | None, cluster: dict) -> int:
+    """How many trials run at once. Tune starts one trial at a time for a custom searcher unless told
+    this: on a local cluster it is what the resources hold; on a remote (autoscaling) cluster, a
+    generous 16 keeps enough trials pending for the autoscaler to see the demand."""
+    if address is not None:
+        return 16
+    slots = int(cluster.get("CPU", 1) // spec.resources.cpu)
+    if spec.resources.gpu > 0:
+        slots = min(slots, int(cluster.get("GPU", 0) // spec.resources.gpu))
+    return max(1, slots)
 
 
 def _silent(msg: str) -> None:

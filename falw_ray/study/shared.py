@@ -51,13 +51,14 @@ class SharedObjects:
         new = {s.key(): s for s in scenarios if s.key() not in self.baselines}
         pending = {}
         opts = {"num_cpus": cpu, "num_gpus": 1 if gpu > 0 else 0}
+        for s in new.values():
+            # Loaded here first: a download then happens once, before any task reads the folder.
+            if (dk := dataset_key(s)) not in self.datasets:
+                self.datasets[dk] = ray.put(load_dataset(s.dataset, s.data_dir, s.download))
         for key, s in new.items():
             b_ref, e_ref = build_baselines.options(**opts).remote(s, store_root, int(cpu))
             self.baselines[key] = b_ref
             pending[e_ref] = (key, s)
-            dk = dataset_key(s)
-            if dk not in self.datasets:
-                self.datasets[dk] = ray.put(load_dataset(s.dataset, s.data_dir, s.download))
         start, done = time.time(), 0
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)

@@ -5,12 +5,15 @@ Every error names the file, the field and what was expected, in a line or three.
 from __future__ import annotations
 
 from pathlib import Path
+import types
+import typing
 from typing import Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..data.registry import DATASETS
+from ..models import MODELS
 from ..recipe import Recipe
 from ..scenario import ForgetSpec, Scenario
 from ..unlearn import METHODS, PRESETS, Param, get_method
@@ -48,6 +51,16 @@ class ForgetEntry(_Strict):
     gamma: Union[float, list[float]] = 1.0
     classes: tuple[int, ...] = ()
 
+    @field_validator("gamma", mode="before")
+    @classmethod
+    def _number_or_list(cls, v: object) -> object:
+        """One message for a bad gamma, not one per member of the union."""
+        def number(x: object) -> bool:
+            return isinstance(x, (int, float)) and not isinstance(x, bool)
+        if number(v) or (isinstance(v, list) and all(number(x) for x in v)):
+            return v
+        raise ValueError(f"expected a number or a list of numbers, got {v!r}")
+
     def expand(self) -> list[ForgetSpec]:
         gammas = self.gamma if isinstance(self.gamma, list) else [self.gamma]
         return [ForgetSpec(kind=self.kind, ratio=self.ratio, gamma=g, classes=self.classes) for g in gammas]
@@ -56,6 +69,8 @@ class ForgetEntry(_Strict):
     def _valid(self) -> "ForgetEntry":
         if isinstance(self.gamma, list) and not self.gamma:
             raise ValueError("gamma: give a number or a non-empty list")
+        if isinstance(self.gamma, list) and len(set(self.gamma)) < len(self.gamma):
+            raise ValueError(f"gamma: the list {self.gamma} repeats a value (each gamma is one scenario)")
         self.expand()
         return self
 
@@ -76,14 +91,25 @@ class ScenarioEntry(_Strict):
             raise ValueError(f"unknown dataset {v!r}; expected one of {sorted(DATASETS)}")
         return v
 
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, v: str | None) -> str | None:
+        if v is not None and v not in MODELS:
+            raise ValueError(f"unknown model {v!r}; expected one of {sorted(MODELS)}")
+        return v
+
     @model_validator(mode="after")
     def _data_dir(self) -> "ScenarioEntry":
-        if DATASETS[self.dataset].needs_data_dir:
-            if self.data_dir is None:
-                raise ValueError(f"dataset {self.dataset!r} needs data_dir: the folder that holds its files")
-            if not self.download and not Path(self.data_dir).expanduser().is_dir():
-                raise ValueError(f"data_dir {self.data_dir!r} does not exist (set download: true to fetch the data)")
+        if DATASETS[self.dataset].needs_data_dir and self.data_dir is None:
+            raise ValueError(f"dataset {self.dataset!r} needs data_dir: the folder that holds its files")
         return self
+
+    def missing_data_dir(self) -> str | None:
+        """Why this scenario's data cannot be read here, or None. Checked where the study runs,
+        not where it is validated: a cluster's data lives on the cluster."""
+        if self.data_dir is not None and not self.download and not Path(self.data_dir).expanduser().is_dir():
+            return f"data_dir {self.data_dir!r} does not exist (create it with the data, or set download: true)"
+        return None
 
     def scenarios(self, seed: int | None = None) -> list[Scenario]:
         return [
@@ -103,6 +129,19 @@ class MethodEntry(_Strict):
     batch_size: int | None = Field(None, ge=1)
     space: dict[str, Union[Range, float]] = {}
 
+    @field_validator("name")
+    @classmethod
+    def _known_name(cls, v: str) -> str:
+        if v not in METHODS and v not in PRESETS:
+            raise ValueError(f"unknown method {v!r}; expected one of {sorted(METHODS) + sorted(PRESETS)}")
+        return v
+
+    @field_validator("falw", mode="before")
+    @classmethod
+    def _yaml_booleans(cls, v: object) -> object:
+        """YAML reads a bare on / off as true / false."""
+        return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else v
+
     @field_validator("space", mode="before")
     @classmethod
     def _values(cls, v: object) -> object:
@@ -115,7 +154,12 @@ class MethodEntry(_Strict):
                 try:
                     out[key] = Range(**value)
                 except ValidationError as err:
-                    raise ValueError(f"{key}: {err.errors()[0]['msg'].removeprefix('Value error, ')}") from None
+                    first = err.errors()[0]
+                    where = ".".join(map(str, first["loc"]))
+                    msg = first["msg"].removeprefix("Value error, ")
+                    if first["type"] == "extra_forbidden":
+                        msg = "unknown field; expected low, high and optionally log"
+                    raise ValueError(f"{key}{'.' + where if where else ''}: {msg}") from None
                 except TypeError:
                     raise ValueError(f"{key}: expected {{low, high, log}}") from None
             elif isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -126,17 +170,19 @@ class MethodEntry(_Strict):
 
     @model_validator(mode="after")
     def _known(self) -> "MethodEntry":
-        if self.name not in METHODS and self.name not in PRESETS:
-            raise ValueError(f"unknown method {self.name!r}; expected one of {sorted(METHODS) + sorted(PRESETS)}")
         method = get_method(self.name)
         if self.name in PRESETS and self.falw != "both" and (self.falw == "on") != PRESETS[self.name][1]:
-            raise ValueError(f"method {self.name!r} fixes FaLW {'on' if PRESETS[self.name][1] else 'off'}")
-        if self.falw != "off" and not method.forget_term and self.falw == "on":
-            raise ValueError(f"method {self.name!r} has no forget term; falw must be off")
-        allowed = set(method.params) | {"tau"}
-        for key in self.space:
+            raise ValueError(f"falw: method {self.name!r} fixes FaLW {'on' if PRESETS[self.name][1] else 'off'}; "
+                             f"leave falw out or name the base method ({PRESETS[self.name][0]!r})")
+        if self.falw == "on" and not method.forget_term:
+            raise ValueError(f"falw: method {self.name!r} has no forget term for FaLW to weight; "
+                             "expected off (or both, which runs only the off cell)")
+        allowed = set(method.params) | ({"tau"} if method.forget_term else set())
+        for key, value in self.space.items():
             if key not in allowed:
                 raise ValueError(f"space: {self.name!r} has no hyperparameter {key!r}; expected one of {sorted(allowed)}")
+            if key == "epochs" and isinstance(value, Range):
+                raise ValueError("space: epochs is the unlearning budget, not searched; set epochs: N on the method")
         return self
 
     def falw_modes(self) -> list[bool]:
@@ -214,6 +260,12 @@ class StudySpec(_Strict):
     def scenario_list(self, seed: int | None = None) -> list[Scenario]:
         return [s for entry in self.scenarios for s in entry.scenarios(seed)]
 
+    def preflight(self, source: str) -> None:
+        """Checks that need the machine the study runs on; errors name the file and the field."""
+        for i, entry in enumerate(self.scenarios):
+            if (why := entry.missing_data_dir()) is not None:
+                raise StudyError(f"{source}: scenarios[{i}].data_dir: {why}")
+
 
 def _where(loc: tuple) -> str:
     out = ""
@@ -225,10 +277,43 @@ def _where(loc: tuple) -> str:
     return out or "(top level)"
 
 
+def _fields_at(loc: tuple) -> list[str] | None:
+    """The field names allowed where ``loc`` points (a model inside StudySpec), or None if unknown."""
+    model: object = StudySpec
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
+            return None
+        model = _model_in(model.model_fields[part].annotation)
+    return sorted(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _model_in(annotation: object) -> object:
+    """The pydantic model inside ``X``, ``X | None`` or ``list[X]``, else the annotation itself."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if typing.get_origin(annotation) in (Union, types.UnionType, list, tuple):
+        for arg in typing.get_args(annotation):
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                return arg
+    return annotation
+
+
+def _message(e: dict) -> str:
+    msg = e["msg"].removeprefix("Value error, ")
+    if e["type"] == "extra_forbidden":
+        known = _fields_at(e["loc"][:-1])
+        return f"unknown field {e['loc'][-1]!r}" + (f"; expected one of {known}" if known else "")
+    if e["type"] != "value_error" and isinstance(e.get("input"), (str, int, float, bool)):
+        msg += f" (got {e['input']!r})"
+    return msg
+
+
 def format_validation_error(source: str, err: ValidationError, limit: int = 3) -> str:
     lines = []
     for e in err.errors()[:limit]:
-        msg = e["msg"].removeprefix("Value error, ")
+        msg = _message(e)
         lines.append(f"{source}: {_where(e['loc'])}: {msg}")
     if len(err.errors()) > limit:
         lines.append(f"{source}: ... and {len(err.errors()) - limit} more problem(s)")

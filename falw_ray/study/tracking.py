@@ -13,10 +13,12 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
+from .cells import scenario_label
+
 PARENT = "mlflow.parentRunId"
 EPOCH_METRICS = (
     "fa", "ra", "ta", "mia", "fa_gap", "ra_gap", "ta_gap", "mia_gap", "avg_gap",
-    "fa_gap_head", "fa_gap_mid", "fa_gap_tail", "fa_dev_head", "fa_dev_mid", "fa_dev_tail", "elapsed",
+    "fa_gap_head", "fa_gap_mid", "fa_gap_tail", "fa_dev_head", "fa_dev_mid", "fa_dev_tail", "elapsed", "rte",
 )
 
 
@@ -37,6 +39,28 @@ class Tracker:
         self.artifact_root = artifact_root
         self.experiment_id: str | None = None
         self.study_run: str | None = None
+
+    def __getstate__(self) -> dict:
+        """Tune pickles its run config (and so this tracker) with the experiment: keep only the address."""
+        return {k: v for k, v in self.__dict__.items() if k != "client"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.client = MlflowClient(tracking_uri=self.uri)
+
+    def resume_study(self) -> str | None:
+        """Reopen the latest study run if it did not finish, so a resumed study writes into it."""
+        run_id = self.latest_study_run()
+        if run_id is None or self.client.get_run(run_id).info.status == "FINISHED":
+            return None
+        self.client.update_run(run_id, status="RUNNING")
+        self.study_run = run_id
+        return run_id
+
+    def trial_runs(self, stage: str) -> dict[str, str]:
+        """trial id -> MLflow run of a study run's trials: a resumed trial keeps its run."""
+        runs = self.children(self.study_run, "trial", f"tags.stage = '{stage}'")
+        return {r.data.tags["trial_id"]: r.info.run_id for r in runs if "trial_id" in r.data.tags}
 
     def connect(self) -> None:
         """Reach the store and create the experiment, before any compute starts."""
@@ -86,16 +110,25 @@ class Tracker:
         self.study_run = self.start_run(name, params=params, tags={"kind": "study"})
         return self.study_run
 
-    def log_baseline(self, scenario, role: str, metrics: dict, seconds: float, cache: str) -> str:
+    def log_baseline(self, scenario, label: str, role: str, metrics: dict, seconds: float, cache: str) -> str:
         run = self.start_run(
             f"baseline/{scenario.name}/{role}", parent=self.study_run,
             params={"dataset": scenario.dataset, "model": scenario.model, "forget": scenario.forget.label,
-                    "seed": scenario.seed, "role": role},
+                    "seed": scenario.seed, "role": role, "label": label},
             tags={"kind": "baseline", "role": role, "scenario": scenario.name, "cache": cache},
         )
         self.log_metrics(run, {**{k: metrics[k] for k in ("fa", "ra", "ta", "mia")}, "train_seconds": seconds})
         self.end(run)
         return run
+
+    def latest_study_run(self) -> str | None:
+        runs = self.client.search_runs([self.experiment_id], filter_string="tags.kind = 'study'",
+                                       order_by=["attributes.start_time DESC"], max_results=1)
+        return runs[0].info.run_id if runs else None
+
+    def children(self, study_run: str, kind: str, extra: str = "") -> list:
+        query = f"tags.`{PARENT}` = '{study_run}' and tags.kind = '{kind}'" + (f" and {extra}" if extra else "")
+        return self.client.search_runs([self.experiment_id], filter_string=query, max_results=50000)
 
     def unfinished_children(self) -> list[str]:
         runs = self.client.search_runs(
@@ -126,7 +159,8 @@ class TrialLogger(Callback):
                     "model": scenario.model, "forget": scenario.forget.label, "gamma": scenario.forget.gamma,
                     "seed": scenario.seed, "epochs": cell.epochs, **hp},
             tags={"kind": "trial", "stage": self.stage, "cell": cell.id, "method": cell.method,
-                  "falw": "on" if cell.falw else "off", "scenario": scenario.name, "trial_id": trial.trial_id},
+                  "falw": "on" if cell.falw else "off", "scenario": scenario.name, "label": scenario_label(scenario),
+                  "trial_id": trial.trial_id},
         )
 
     def on_trial_result(self, iteration, trials, trial, result, **info):

@@ -1,6 +1,7 @@
 """The Tune trainable: one unlearning run from shared baselines, reporting gaps to Retrain every epoch."""
 from __future__ import annotations
 
+import os
 import time
 
 import ray
@@ -17,7 +18,10 @@ search learns to avoid the region instead of crashing on it."""
 
 
 def unlearning_trial(config: dict, cells: dict, baselines: dict, datasets: dict, threads: int, falw_refresh_every: int):
-    started = time.perf_counter()
+    started, started_at = time.perf_counter(), time.time()
+    assigned = ray.get_runtime_context().get_assigned_resources()
+    placement = {"started_at": started_at, "gpus": ",".join(map(str, ray.get_gpu_ids())),
+                 "gpu_share": assigned.get("GPU", 0.0), "pid": os.getpid()}
     torch.set_num_threads(max(1, threads))
     cfg = config.get("final", config)
     cell = cells[cfg["cell"]]
@@ -27,12 +31,13 @@ def unlearning_trial(config: dict, cells: dict, baselines: dict, datasets: dict,
     retrain_seconds = base.retrain_seconds
 
     def report(row: dict) -> None:
-        tune.report({**row, "cell": cell.id, "seed": scenario.seed, "diverged": False,
-                     "rte": row["elapsed"] / retrain_seconds, "trial_seconds": time.perf_counter() - started})
+        tune.report({**row, **placement, "cell": cell.id, "seed": scenario.seed, "diverged": False,
+                     "rte": row["elapsed"] / retrain_seconds, "trial_seconds": time.perf_counter() - started,
+                     "reported_at": time.time()})
 
     try:
         run_method(base, cell.method, cell.falw, hp=cell.hp(cfg), epochs=cell.epochs, batch_size=cell.batch_size,
                    falw_refresh_every=falw_refresh_every, on_epoch=report, data=data)
     except DivergedError as e:
-        tune.report({"avg_gap": DIVERGED_GAP, "diverged": True, "error": str(e), "cell": cell.id,
+        tune.report({**placement, "avg_gap": DIVERGED_GAP, "diverged": True, "error": str(e), "cell": cell.id,
                      "seed": scenario.seed, "trial_seconds": time.perf_counter() - started})

@@ -1,0 +1,130 @@
+"""Studies end to end on a real local Ray, real Optuna and a SQLite MLflow store."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import ray
+from mlflow.tracking import MlflowClient
+
+from falw_ray.study.cells import build_cells
+from falw_ray.study.report import report
+from falw_ray.study.runner import Study
+from falw_ray.study.spec import load_study
+
+ROOT = Path(__file__).resolve().parents[1]
+GAP_METRICS = ("fa_gap", "ra_gap", "ta_gap", "mia_gap", "avg_gap")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    ray.shutdown()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def quickstart(trials: int, seeds: list[int]) -> Study:
+    """The shipped quickstart study with its search budget cut to fit the test suite."""
+    spec = load_study(ROOT / "studies" / "quickstart.yaml")
+    spec = spec.model_copy(update={
+        "search": spec.search.model_copy(update={"trials": trials}),
+        "final": spec.final.model_copy(update={"seeds": seeds}),
+    })
+    return Study(spec, "studies/quickstart.yaml")
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("quickstart")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    study = quickstart(trials=2, seeds=[0, 1])
+    return study, study.run(tracking_uri=uri, storage=tmp / "store", progress=False), uri, tmp
+
+
+def test_quickstart_trials_table_and_files(first_run):
+    study, result, _, _ = first_run
+    cells = build_cells(study.spec)
+    assert len(cells) == 9
+    assert len(result.trials) == len(cells) * 2
+    assert set(result.trials["cell"]) == {c.id for c in cells}
+    assert np.isfinite(result.trials["avg_gap"]).all()
+    assert len(result.best) == len(cells)
+    assert len(result.final) == len(cells) * 2 and (result.final["status"] == "finished").all()
+    table = result.table
+    assert len(table) == len(cells) + 1 and table.iloc[0]["method"] == "retrain"
+    assert (table["seeds"] == 2).all() and table["best"].sum() == 1
+    for name in ("trials", "best", "final", "table", "table_md", "baselines"):
+        assert result.paths[name].exists()
+    assert "Avg. Gap" in result.paths["table_md"].read_text()
+
+
+def test_quickstart_mlflow_runs(first_run):
+    study, result, uri, _ = first_run
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("quickstart")
+    runs = client.search_runs([exp.experiment_id], max_results=10000)
+    assert all(r.info.status != "RUNNING" for r in runs)
+    study_run = client.get_run(result.study_run_id)
+    assert study_run.info.status == "FINISHED"
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == result.study_run_id]
+    search = [r for r in children if r.data.tags.get("kind") == "trial" and r.data.tags["stage"] == "search"]
+    final = [r for r in children if r.data.tags.get("kind") == "trial" and r.data.tags["stage"] == "final"]
+    baselines = [r for r in children if r.data.tags.get("kind") == "baseline"]
+    assert len(search) == 9 * 2 and len(final) == 9 * 2
+    assert len(baselines) == 2 * 2, "original + retrained for seeds 0 and 1"
+    for r in search + final:
+        assert all(k in r.data.metrics for k in GAP_METRICS), r.data.metrics
+        assert {"method", "falw", "lr", "scenario"} <= set(r.data.params)
+        assert r.data.tags["cell"] in {c.id for c in build_cells(study.spec)}
+    falw_runs = [r for r in search if r.data.tags["falw"] == "on"]
+    assert falw_runs and all("tau" in r.data.params for r in falw_runs)
+    history = client.get_metric_history(search[0].info.run_id, "avg_gap")
+    assert [m.step for m in history] == list(range(1, len(history) + 1))
+    assert sum(r.data.tags.get("best") == "true" for r in search) == 9
+    artifacts = {a.path for a in client.list_artifacts(result.study_run_id)}
+    assert {"table.csv", "table.md", "trials.csv"} <= artifacts
+
+
+def test_report_rebuilds_the_table_from_mlflow(first_run):
+    _, result, uri, tmp = first_run
+    table = report("quickstart", uri, out_dir=tmp / "report")
+    cols = ["scenario", "method", "falw", "avg_gap_mean", "avg_gap_std", "fa_mean", "mia_mean"]
+    expected = result.table[cols].sort_values(["method", "falw"]).reset_index(drop=True)
+    got = table[cols].sort_values(["method", "falw"]).reset_index(drop=True)
+    assert np.allclose(got[cols[3:]].to_numpy(float), expected[cols[3:]].to_numpy(float))
+    assert (tmp / "report" / "table.md").exists()
+
+
+def test_second_run_trains_no_baseline(first_run):
+    _, first, uri, tmp = first_run
+    trained_first = first.baselines[["original", "retrained"]].to_numpy().ravel().tolist()
+    assert trained_first.count("trained") >= 3, "seed 0 and 1 retrained models, and their originals"
+    again = quickstart(trials=1, seeds=[0, 1]).run(tracking_uri=uri, storage=tmp / "store", progress=False)
+    statuses = again.baselines[["original", "retrained"]].to_numpy().ravel().tolist()
+    assert statuses and set(statuses) == {"hit"}
+
+
+def test_fractional_gpus_pack_trials(tmp_path):
+    """Two trials of 0.5 GPU share one (declared) GPU at the same time; the CPU runs them here."""
+    ray.shutdown()
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
+    assert ray.cluster_resources().get("GPU") == 1
+    spec = load_study(ROOT / "tests" / "data" / "tiny_study.yaml")
+    slow_ft = spec.methods[1].model_copy(update={"epochs": 15})
+    spec = spec.model_copy(update={
+        "methods": [slow_ft],
+        "resources": spec.resources.model_copy(update={"gpu": 0.5}),
+        "search": spec.search.model_copy(update={"trials": 4}),
+    })
+    result = Study(spec, "tiny").run(tracking_uri=f"sqlite:///{tmp_path / 'm.db'}", storage=tmp_path, progress=False)
+    trials = result.trials
+    assert (trials["gpus"] == "0").all(), trials["gpus"].tolist()
+    assert (trials["gpu_share"] == 0.5).all()
+    spans = sorted(zip(trials["started_at"], trials["ended_at"]))
+    overlaps = sum(1 for (s0, e0), (s1, _) in zip(spans, spans[1:]) if s1 < e0)
+    assert overlaps >= 1, spans
+    with pytest.raises(ValueError, match="resources.gpu"):
+        too_many = spec.model_copy(update={"resources": spec.resources.model_copy(update={"gpu": 2})})
+        Study(too_many, "tiny").run(tracking_uri=f"sqlite:///{tmp_path / 'm.db'}", storage=tmp_path, progress=False)
