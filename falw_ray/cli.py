@@ -110,6 +110,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     except (StudyError, TrackingError) as e:
         return _fail(e)
     print(format_table(table).to_string(index=False))
+    paths = table.attrs.get("paths") or []
+    if paths:
+        print(f"\ntable and plots: {paths[0].parent}")
     return 0
 
 
@@ -132,10 +135,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
                 validate_cluster_config(path)
                 print(f"{path}: valid Ray cluster config")
             else:
-                spec = load_study(path)
-                from .study.cells import build_cells
+                from .study.runner import Study
 
-                print(f"{path}: valid study '{spec.name}' ({len(build_cells(spec))} cells x {spec.search.trials} trials)")
+                study = Study(load_study(path), str(path))
+                print(f"{path}: valid study '{study.spec.name}' ({len(study.cells)} cells x {study.spec.search.trials} trials)")
         except (StudyError, ValueError) as e:
             print(e, file=sys.stderr)
             status = 2
@@ -182,7 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("study", help="a study file or an MLflow experiment name")
     rp.add_argument("--tracking-uri", default=None)
     rp.add_argument("--run-id", default=None, help="a study run (default: the latest)")
-    rp.add_argument("--out", default=None, help="also write table.csv and table.md here")
+    rp.add_argument("--out", default=None,
+                    help="where to write the table and plots (default: falw_results/<study>/report)")
     rp.set_defaults(func=cmd_report)
 
     v = sub.add_parser("validate", help="check study files or a cluster.yaml without running anything")

@@ -12,7 +12,7 @@ from .data.registry import load_dataset
 from .metrics import SUMMARY, evaluate, gaps
 from .scenario import Scenario
 from .train import pick_device
-from .unlearn import resolve, unlearn
+from .unlearn import DivergedError, resolve, unlearn
 
 UNLEARN_BATCH_SIZE = {"digits": 64}
 """Unlearning batch size per data set; others use 512, the reference recipe's."""
@@ -75,7 +75,10 @@ def run_method(
             torch.cuda.synchronize()
         tick = time.perf_counter()
         elapsed = tick - clock["start"] - clock["eval"]
-        metrics = evaluate(model, t)
+        try:
+            metrics = evaluate(model, t)
+        except FloatingPointError as e:
+            raise DivergedError(f"{m.name}: {e} after epoch {epoch + 1}") from None
         clock["eval"] += time.perf_counter() - tick
         row = {"epoch": epoch + 1, **{k: metrics[k] for k in SUMMARY}, **gaps(metrics, reference),
                "elapsed": elapsed, "fa_per_class": metrics["fa_per_class"]}

@@ -70,10 +70,26 @@ class BaselineStore:
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
+        except Exception as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise OSError(f"{final}: could not write the baseline entry ({e}); nothing was stored") from e
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return final
+
+    def attach(self, role: str, key: str, files: dict[str, bytes]) -> None:
+        """Add derived files (metrics, split indices) to an entry, each written atomically."""
+        entry = self.path(role, key)
+        for name, data in files.items():
+            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=entry)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                os.replace(tmp, entry / name)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
 
     def get_or_train(
         self, role: str, key: str, train: Callable[[], Trained], info: dict | None = None,

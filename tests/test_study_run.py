@@ -58,6 +58,12 @@ def test_quickstart_trials_table_and_files(first_run):
     for name in ("trials", "best", "final", "table", "table_md", "baselines"):
         assert result.paths[name].exists()
     assert "Avg. Gap" in result.paths["table_md"].read_text()
+    store = first_run[3] / "store" / "baselines"
+    retrained = list((store / "retrained").glob("*/weights.pt"))
+    assert len(retrained) == 2 and len(list((store / "original").glob("*/weights.pt"))) == 2
+    for entry in (p.parent for p in retrained):
+        assert {"meta.json", "splits.npz", "metrics.json"} <= {p.name for p in entry.iterdir()}
+        assert set(np.load(entry / "splits.npz").files) >= {"forget", "retain", "val", "test"}
 
 
 def test_quickstart_mlflow_runs(first_run):

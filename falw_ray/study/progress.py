@@ -1,47 +1,203 @@
-"""A one-line-per-trial progress report on the driver: compact enough for CI logs, enough to follow."""
+"""Live progress of a study's stage on the driver (a Tune callback), for terminals and CI logs.
+
+In a terminal ("live"): one line per finished trial (cell, epochs, Avg. Gap, the cell's best so
+far, time left) and, every ``FALW_RAY_PROGRESS_EVERY`` seconds (30), a status block: trials
+finished / stopped early / diverged / failed, running and to go; cells done and running; the best
+Avg. Gap so far per cell; elapsed time and an estimate of what remains.
+
+Quiet by default where stderr is not a terminal or ``CI`` is set: only a one-line status every
+five minutes (so a long job is seen alive) and a summary line when the stage ends.
+``FALW_RAY_PROGRESS=live|quiet`` chooses either way. No cursor tricks: plain appended lines.
+"""
 from __future__ import annotations
 
+import math
+import os
+import sys
 import time
 
 from ray.tune import Callback
 
+QUIET_EVERY = 300.0
+"""Seconds between the one-line statuses of the quiet mode."""
+MAX_CELL_LINES = 24
+"""A status block lists every cell up to this many, else only the cells with running trials."""
+
+
+def progress_mode(stream=None) -> str:
+    """'live' in a terminal, 'quiet' in CI or when the output goes to a file or pipe."""
+    forced = os.environ.get("FALW_RAY_PROGRESS", "").strip().lower()
+    if forced in ("live", "quiet"):
+        return forced
+    if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
+        return "quiet"
+    stream = stream or sys.stderr
+    try:
+        return "live" if stream.isatty() else "quiet"
+    except (AttributeError, ValueError):
+        return "quiet"
+
+
+def _duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = round(seconds)
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
 
 class ProgressLine(Callback):
-    def __init__(self, stage: str, total: int, say, cells: dict):
+    """Progress of one stage (``search`` or ``final``) of ``total`` trials over ``cells``."""
+
+    OUTCOMES = ("finished", "stopped early", "diverged", "failed")
+
+    def __init__(self, stage: str, total: int, say, cells: dict, mode: str | None = None,
+                 every: float | None = None, clock=time.time):
         self.stage, self.total, self.say, self.cells = stage, total, say, cells
+        self.mode = mode or progress_mode()
+        self.every = float(every if every is not None else os.environ.get("FALW_RAY_PROGRESS_EVERY", "30"))
+        if self.mode == "quiet":
+            self.every = max(self.every, QUIET_EVERY)
+        self.clock = clock
+        self.start = clock()
+        self.last_status = self.start
         self.done = 0
-        self.start = time.time()
-        self.best: dict[str, float] = {}
+        self.best: dict[str, float] = {}          # cell -> best Avg. Gap of trials that ran every epoch
+        self.best_early: dict[str, float] = {}    # cell -> best of trials stopped early
         self.last: dict[str, dict] = {}
+        self.outcome: dict[str, str] = {}
+        self.cell_of: dict[str, str] = {}
+        self.running: set[str] = set()
+
+    # ---------------------------------------------------------------------------- Tune hooks
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.cell_of[trial.trial_id] = self._cell(trial)
+        self.running.add(trial.trial_id)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self.last[trial.trial_id] = result
-
-    def _line(self, trials, trial, how: str) -> None:
-        self.done += 1
-        result = self.last.get(trial.trial_id, {})
-        config = trial.config.get("final", trial.config)
-        cell = config.get("cell", "?")
-        gap = result.get("avg_gap")
-        if gap is not None:
-            self.best[cell] = min(gap, self.best.get(cell, float("inf")))
-        elapsed = time.time() - self.start
-        eta = elapsed / self.done * (self.total - self.done)
-        running = sum(1 for t in trials if t.status == "RUNNING")
-        gap_txt = f"avg_gap {gap:6.2f} (cell best {self.best[cell]:.2f})" if gap is not None else "no result"
-        self.say(f"{self.stage} {self.done}/{self.total} [{running} running, {elapsed:.0f}s, ~{eta:.0f}s left] "
-                 f"{cell} {how} after {result.get('epoch', 0)} epoch(s): {gap_txt}")
+        self.cell_of.setdefault(trial.trial_id, self._cell(trial))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         result = self.last.get(trial.trial_id, {})
-        cell = self.cells.get(trial.config.get("final", trial.config).get("cell"))
+        cell = self.cells.get(self._cell(trial))
         if result.get("diverged"):
             how = "diverged"
         elif cell is not None and result.get("epoch", 0) < cell.epochs:
             how = "stopped early"
         else:
-            how = "done"
-        self._line(trials, trial, how)
+            how = "finished"
+        self._finish(trials, trial, how)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._line(trials, trial, "FAILED")
+        self._finish(trials, trial, "failed")
+
+    def on_step_end(self, iteration, trials, **info):
+        now = self.clock()
+        if now - self.last_status >= self.every and (self.running or self.done):
+            self.last_status = now
+            self.say(self.status(trials) if self.mode == "live" else self.headline(trials))
+
+    def on_experiment_end(self, trials, **info):
+        self.say(f"stage ended: {self.headline(trials, final=True)}")
+
+    # ---------------------------------------------------------------------------- the text
+
+    def _cell(self, trial) -> str:
+        return trial.config.get("final", trial.config).get("cell", "?")
+
+    def _finish(self, trials, trial, how: str) -> None:
+        if trial.trial_id in self.outcome:
+            return
+        self.outcome[trial.trial_id] = how
+        self.running.discard(trial.trial_id)
+        self.done += 1
+        result = self.last.get(trial.trial_id, {})
+        cell = self._cell(trial)
+        self.cell_of[trial.trial_id] = cell
+        gap = result.get("avg_gap")
+        if gap is not None and how in ("finished", "stopped early"):
+            pool = self.best if how == "finished" else self.best_early
+            pool[cell] = min(gap, pool.get(cell, float("inf")))
+        if self.mode != "live":
+            return
+        elapsed = self.clock() - self.start
+        running = sum(1 for t in trials if t.status == "RUNNING")
+        best = self.cell_best(cell)
+        gap_txt = (f"avg_gap {gap:6.2f}" + (f" (cell best {best:.2f})" if best is not None else "")
+                   if gap is not None else "no result")
+        label = "done" if how == "finished" else how
+        self.say(f"{self.stage} {self.done}/{self.total} [{running} running, {_duration(elapsed)}, "
+                 f"~{_duration(self.eta())} left] {cell} {label} after {result.get('epoch', 0)} epoch(s): {gap_txt}")
+
+    def cell_best(self, cell: str) -> float | None:
+        """The best Avg. Gap so far as the study will pick it (results.best_per_cell): among the
+        trials that ran every epoch; among those stopped early only while none did."""
+        return self.best.get(cell, self.best_early.get(cell))
+
+    def eta(self) -> float:
+        """What remains at the pace so far (trials done per second, concurrency included)."""
+        if self.done == 0:
+            return float("nan")
+        return (self.clock() - self.start) / self.done * max(0, self.total - self.done)
+
+    def counts(self) -> dict[str, int]:
+        out = dict.fromkeys(self.OUTCOMES, 0)
+        for how in self.outcome.values():
+            out[how] += 1
+        return out
+
+    def _per_cell(self) -> int | None:
+        n = len(self.cells)
+        return self.total // n if n and self.total % n == 0 else None
+
+    def cell_states(self) -> dict[str, dict]:
+        """Per cell seen so far: trials done, running, its best Avg. Gap."""
+        states: dict[str, dict] = {}
+        for tid, cell in self.cell_of.items():
+            s = states.setdefault(cell, {"done": 0, "running": 0})
+            if tid in self.outcome:
+                s["done"] += 1
+            elif tid in self.running:
+                s["running"] += 1
+        for cell, s in states.items():
+            s["best"] = self.cell_best(cell)
+        return states
+
+    def headline(self, trials=None, final: bool = False) -> str:
+        c = self.counts()
+        running = (sum(1 for t in trials if t.status == "RUNNING") if trials is not None else len(self.running))
+        elapsed = self.clock() - self.start
+        per_cell = self._per_cell()
+        states = self.cell_states()
+        cells_running = sum(1 for s in states.values() if s["running"])
+        if per_cell:
+            cells_done = sum(1 for s in states.values() if s["done"] >= per_cell)
+            cells = f"cells {cells_done}/{self.total // per_cell} done, {cells_running} running"
+        else:
+            cells = f"cells: {cells_running} running"
+        tail = f"in {_duration(elapsed)}" if final else f"{_duration(elapsed)} elapsed, ~{_duration(self.eta())} left"
+        return (f"{self.stage} {self.done}/{self.total} trials done ({c['finished']} finished, "
+                f"{c['stopped early']} stopped early, {c['diverged']} diverged, {c['failed']} failed), "
+                f"{running} running; {cells}; {tail}")
+
+    def status(self, trials=None) -> str:
+        """The headline and one line per cell: trials done / expected, running, best Avg. Gap so far."""
+        states = self.cell_states()
+        per_cell = self._per_cell()
+        shown = states if len(states) <= MAX_CELL_LINES else {k: v for k, v in states.items() if v["running"]}
+        width = max([len(k) for k in shown] + [4])
+        lines = [f"status: {self.headline(trials)}",
+                 f"  {'cell':<{width}}  {'trials':>7}  {'running':>7}  best Avg. Gap"]
+        for cell in sorted(shown):
+            s = shown[cell]
+            done = f"{s['done']}/{per_cell}" if per_cell else str(s["done"])
+            best = f"{s['best']:.2f}" if s["best"] is not None else "-"
+            lines.append(f"  {cell:<{width}}  {done:>7}  {s['running']:>7}  {best}")
+        if len(shown) < len(states):
+            lines.append(f"  ... and {len(states) - len(shown)} cell(s) with no running trial")
+        return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""Rebuild a study's tables from the MLflow store alone: no Ray, no result files needed."""
+"""Rebuild a study's table and plots from the MLflow store alone: no Ray, no result files needed."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,18 +6,31 @@ from pathlib import Path
 import pandas as pd
 
 from .results import final_table, format_table, to_markdown
-from .tracking import Tracker, TrackingError
+from .tracking import Tracker, TrackingError, per_class_from_metrics
+
+TRIAL_PARAMS = {"method", "falw", "scenario", "dataset", "model", "forget", "gamma", "seed", "epochs"}
+"""Parameters of a trial run that are not its hyperparameters (see tracking.TrialLogger)."""
+
+
+def default_report_dir(study: str) -> Path:
+    """Where ``report`` writes when not told: ``falw_results/<study>/report`` under the working
+    directory (beside the study's own results when it ran here with the default storage)."""
+    return Path.cwd() / "falw_results" / study / "report"
 
 
 def final_frames(tracker: Tracker, study_run: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(final re-runs, retrained references) of one study run, as recorded in MLflow."""
+    """(final re-runs, retrained references) of one study run, as recorded in MLflow; both with
+    ``fa_per_class`` (None where the study predates per-class logging). The re-runs come in the
+    order they started, which is the study's order of cells, as in the runner's own frames."""
     rows = []
-    for run in tracker.children(study_run, "trial", "tags.stage = 'final' and attributes.status = 'FINISHED'"):
+    runs = tracker.children(study_run, "trial", "tags.stage = 'final' and attributes.status = 'FINISHED'")
+    for run in sorted(runs, key=lambda r: r.info.start_time):
         p, m, t = run.data.params, run.data.metrics, run.data.tags
         if t.get("diverged") == "true" or "avg_gap" not in m:
             continue
         rows.append({"scenario": t["label"], "method": p["method"], "falw": p["falw"] == "True", "seed": int(p["seed"]),
-                     **{k: m.get(k) for k in ("fa", "ra", "ta", "mia", "avg_gap", "rte")}, "seconds": m.get("elapsed")})
+                     **{k: m.get(k) for k in ("fa", "ra", "ta", "mia", "avg_gap", "rte")}, "seconds": m.get("elapsed"),
+                     "status": "finished", "fa_per_class": per_class_from_metrics(m)})
     seeds = {(r["scenario"], r["seed"]) for r in rows}
     refs = []
     for run in tracker.children(study_run, "baseline", "tags.role = 'retrained'"):
@@ -25,12 +38,49 @@ def final_frames(tracker: Tracker, study_run: str) -> tuple[pd.DataFrame, pd.Dat
         key = (p.get("label"), int(p["seed"]))
         if key in seeds:
             refs.append({"scenario": key[0], "seed": key[1], **{k: m[k] for k in ("fa", "ra", "ta", "mia")},
-                         "seconds": m["train_seconds"]})
-    return pd.DataFrame(rows), pd.DataFrame(refs).drop_duplicates(["scenario", "seed"])
+                         "seconds": m["train_seconds"], "fa_per_class": per_class_from_metrics(m)})
+    refs = pd.DataFrame(refs, columns=["scenario", "seed", "fa", "ra", "ta", "mia", "seconds", "fa_per_class"])
+    return pd.DataFrame(rows), refs.drop_duplicates(["scenario", "seed"])
 
 
-def report(study: str, tracking_uri: str | None = None, out_dir: str | Path | None = None, run_id: str | None = None):
-    """The final table of ``study`` (an experiment name) from its latest study run, or from ``run_id``."""
+def search_frame(tracker: Tracker, study_run: str) -> pd.DataFrame:
+    """The search stage's trials of one study run as recorded in MLflow: cell, method, FaLW, status,
+    hyperparameters and last Avg. Gap, in the order the trials started."""
+    rows = []
+    for run in tracker.children(study_run, "trial", "tags.stage = 'search'"):
+        p, m, t = run.data.params, run.data.metrics, run.data.tags
+        if run.info.status == "FAILED":
+            status = "error"
+        elif t.get("diverged") == "true":
+            status = "diverged"
+        elif run.info.status != "FINISHED":
+            status = "running"
+        else:
+            status = "stopped early" if t.get("stopped_early") == "True" else "finished"
+        hp = {}
+        for k, v in p.items():
+            if k not in TRIAL_PARAMS:
+                try:
+                    hp[k] = float(v)
+                except ValueError:
+                    pass
+        rows.append({"cell": t.get("cell"), "scenario": t.get("label"), "method": p.get("method"),
+                     "falw": p.get("falw") == "True", "status": status, "order": run.info.start_time,
+                     "trial_id": t.get("trial_id"), "avg_gap": m.get("avg_gap"), "mlflow_run_id": run.info.run_id,
+                     **hp})
+    frame = pd.DataFrame(rows)
+    return frame.sort_values("order", kind="stable").reset_index(drop=True) if len(frame) else frame
+
+
+def report(study: str, tracking_uri: str | None = None, out_dir: str | Path | None = None, run_id: str | None = None,
+           plots: bool = True):
+    """The final table of ``study`` (an experiment name) from its latest study run, or from ``run_id``.
+
+    Writes ``table.csv``, ``table.md`` and (``plots``) every plot of the study (see
+    :mod:`falw_ray.study.plots`) into ``out_dir``, by default :func:`default_report_dir`, all from
+    the MLflow store alone. The files written are listed in ``table.attrs["paths"]``."""
+    from . import plots as study_plots
+
     tracker = Tracker(tracking_uri, study)
     tracker.connect()
     study_run = run_id or tracker.latest_study_run()
@@ -39,10 +89,14 @@ def report(study: str, tracking_uri: str | None = None, out_dir: str | Path | No
     final, reference = final_frames(tracker, study_run)
     if final.empty:
         raise TrackingError(f"study run {study_run} of {study!r} has no finished final-stage runs yet")
-    table = final_table(final, reference)
-    if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        table.to_csv(out / "table.csv", index=False)
-        (out / "table.md").write_text(to_markdown(format_table(table)))
+    table = final_table(final.drop(columns=["fa_per_class"]), reference.drop(columns=["fa_per_class"]))
+    out = Path(out_dir) if out_dir is not None else default_report_dir(study)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / "table.csv", out / "table.md"]
+    table.to_csv(paths[0], index=False)
+    paths[1].write_text(to_markdown(format_table(table)))
+    if plots:
+        trials = search_frame(tracker, study_run)
+        paths += study_plots.write_all(final, reference, trials, tracker.search_space(study_run), out / "plots")
+    table.attrs["paths"] = paths
     return table

@@ -15,7 +15,7 @@ import pandas as pd
 
 from .cells import Cell, build_cells, scenario_label
 from .results import best_per_cell, final_table, format_table, to_markdown
-from .spec import StudySpec, load_study, parse_study
+from .spec import StudyError, StudySpec, load_study, parse_study
 from .progress import ProgressLine
 from .tracking import Tracker, TrialLogger
 
@@ -24,6 +24,9 @@ QUIET_ENV = {
     "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
     "RAY_DEDUP_LOGS": "1",
     "RAY_AIR_NEW_OUTPUT": "0",
+    # Save Tune's experiment state after every controller step (not every 10 s or more): a driver
+    # killed mid-study then loses at most the step in flight, so resume re-runs no finished trial.
+    "TUNE_GLOBAL_CHECKPOINT_S": "0",
 }
 
 
@@ -50,7 +53,10 @@ class Study:
     def __init__(self, spec: StudySpec | dict, source: str = "<study>"):
         self.spec = spec if isinstance(spec, StudySpec) else parse_study(spec, source)
         self.source = source
-        self.cells: list[Cell] = build_cells(self.spec)
+        try:
+            self.cells: list[Cell] = build_cells(self.spec)
+        except ValueError as e:
+            raise StudyError(f"{source}: {e}") from None
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> "Study":
@@ -72,15 +78,16 @@ class Study:
         started = time.time()
         root = Path(storage or spec.storage).expanduser().resolve()
         results_dir = root / spec.name
-        tracker = Tracker(tracking_uri or spec.tracking.uri, spec.tracking.experiment or spec.name, root / "mlartifacts")
-        tracker.connect()
         for k, v in QUIET_ENV.items():
             os.environ.setdefault(k, v)
         if not ray.is_initialized():
+            local = {} if address else {"_node_ip_address": "127.0.0.1"}
             ray.init(address=address, include_dashboard=False, log_to_driver=progress,
-                     runtime_env={"env_vars": dict(QUIET_ENV)} if address else None)
-        _check_resources(spec, address, ray.cluster_resources())
+                     runtime_env={"env_vars": dict(QUIET_ENV)} if address else None, **local)
+        _check_resources(spec, self.source, address, ray.cluster_resources())
         self.concurrency = spec.search.max_concurrent or _slots(spec, address, ray.cluster_resources())
+        tracker = Tracker(tracking_uri or spec.tracking.uri, spec.tracking.experiment or spec.name, root / "mlartifacts")
+        tracker.connect()
         study_run = tracker.resume_study() if resume else None
         if study_run is None:
             resume = False
@@ -116,11 +123,15 @@ class Study:
         res = spec.resources
         store_root = str(root / "baselines")
 
+        logged = {(r.data.tags["scenario"], r.data.tags["role"]) for r in tracker.children(tracker.study_run, "baseline")}
+
         def baselines_for(scenarios):
             for s in shared.ensure(scenarios, store_root, res.cpu, res.gpu, say):
                 ev = next(e for e in shared.events if e["key"] == s.key())
                 m = ev["metrics"]
                 for role in ("original", "retrained"):
+                    if (s.name, role) in logged:  # a resumed study logged it before
+                        continue
                     secs = m["original_seconds"] if role == "original" else m["retrain_seconds"]
                     tracker.log_baseline(s, scenario_label(s), role, m[role], secs, ev[role])
 
@@ -144,7 +155,12 @@ class Study:
             config = run_config(stage, logger, total)
             path = root / "ray" / config.name
             if resume and tune.Tuner.can_restore(path):
-                logger.runs.update(tracker.trial_runs(stage))
+                known = {t.trial_id for t in tune.ExperimentAnalysis(str(path)).trials}
+                for trial_id, run_id in tracker.trial_runs(stage).items():
+                    if trial_id in known:
+                        logger.runs[trial_id] = run_id
+                    else:  # started after Tune's last saved state: Tune will not continue it
+                        tracker.client.delete_run(run_id)
                 tuner = tune.Tuner.restore(str(path), trainable(), resume_unfinished=True, resume_errored=True,
                                            param_space=kwargs.get("param_space"))
                 tuner._local_tuner.get_run_config().callbacks = config.callbacks
@@ -187,7 +203,7 @@ class Study:
                                   for e in shared.events])
         result = StudyResult(trials=trials, best=best, final=final, table=table, baselines=baselines,
                              results_dir=results_dir, study_run_id=tracker.study_run, tracking_uri=tracker.uri)
-        result.paths = _write(result, tracker)
+        result.paths = _write(result, tracker, reference, cells)
         return result
 
 
@@ -221,11 +237,13 @@ def _reference_frame(events: list[dict], keys: set[str]) -> pd.DataFrame:
         if e["key"] in keys:
             m = e["metrics"]["retrained"]
             rows.append({"scenario": scenario_label(e["scenario"]), "seed": e["scenario"].seed,
-                         **{k: m[k] for k in ("fa", "ra", "ta", "mia")}, "seconds": e["metrics"]["retrain_seconds"]})
+                         **{k: m[k] for k in ("fa", "ra", "ta", "mia")}, "seconds": e["metrics"]["retrain_seconds"],
+                         "fa_per_class": m.get("fa_per_class")})
     return pd.DataFrame(rows)
 
 
-def _write(result: StudyResult, tracker: Tracker) -> dict:
+def _write(result: StudyResult, tracker: Tracker, reference: pd.DataFrame | None = None,
+           cells: dict | None = None) -> dict:
     d = result.results_dir
     d.mkdir(parents=True, exist_ok=True)
     paths = {
@@ -240,16 +258,21 @@ def _write(result: StudyResult, tracker: Tracker) -> dict:
     paths["table_md"].write_text(to_markdown(format_table(result.table)))
     for p in paths.values():
         tracker.client.log_artifact(result.study_run_id, str(p))
+    from .plots import write_all
+
+    paths["plots"] = d / "plots"
+    if write_all(result.final, reference, result.trials, cells, paths["plots"]):
+        tracker.client.log_artifacts(result.study_run_id, str(paths["plots"]), artifact_path="plots")
     return paths
 
 
-def _check_resources(spec: StudySpec, address: str | None, cluster: dict) -> None:
+def _check_resources(spec: StudySpec, source: str, address: str | None, cluster: dict) -> None:
     """A local cluster cannot grow: a trial that asks for more than it has would wait forever."""
     if address is not None:
         return
     for name, need, have in (("gpu", spec.resources.gpu, cluster.get("GPU", 0)), ("cpu", spec.resources.cpu, cluster.get("CPU", 0))):
         if need > have:
-            raise ValueError(f"resources.{name}: a trial asks for {need:g} but this Ray cluster has {have:g}")
+            raise StudyError(f"{source}: resources.{name}: a trial asks for {need:g} but this Ray cluster has {have:g}")
 
 
 def _slots(spec: StudySpec, address: str | None, cluster: dict) -> int:

@@ -4,6 +4,7 @@ its own ASHA early stopping."""
 from __future__ import annotations
 
 import pickle
+import warnings
 
 import optuna
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
@@ -58,7 +59,9 @@ class CellSearcher(Searcher):
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         cell = self.owner.get(trial_id)
         if cell and self.searchers[cell]._space and METRIC in result:
-            self.searchers[cell].on_trial_result(trial_id, result)
+            with warnings.catch_warnings():  # a retried trial reports its early epochs again
+                warnings.filterwarnings("ignore", message=".*is already reported")
+                self.searchers[cell].on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         cell = self.owner.get(trial_id)

@@ -2,10 +2,13 @@
 content-addressed on disk, and handed to trials as object references, never as copies."""
 from __future__ import annotations
 
+import io
+import json
 import sys
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 import ray
 import torch
 
@@ -33,6 +36,12 @@ def build_baselines(scenario: Scenario, store_root: str, threads: int) -> tuple[
             log=lambda msg: print(f"falw-ray: {msg}", file=sys.stderr, flush=True),
         )
     b = assemble(scenario, trained["original"], trained["retrained"])
+    if events["retrained"] != "hit":
+        splits = io.BytesIO()
+        np.savez(splits, **b.splits.as_dict())
+        metrics = {"original": b.original_metrics, "retrained": b.retrained_metrics}
+        store.attach("retrained", scenario.key(), {"splits.npz": splits.getvalue(),
+                                                    "metrics.json": json.dumps(metrics, indent=1).encode()})
     events["metrics"] = {"original": b.original_metrics, "retrained": b.retrained_metrics,
                          "original_seconds": b.original_seconds, "retrain_seconds": b.retrain_seconds}
     return b, events

@@ -2,11 +2,26 @@
 
 All writes go through an ``MlflowClient`` on the driver (no global active-run state), so runs of
 trials that a scheduler stops early are closed like any other and none is left RUNNING.
+
+Per-class forget accuracy (the deviation plots' data) is logged as metrics ``fa_class_00`` ...
+``fa_class_NN`` (zero-padded to at least two digits, NaN for a class with no forget sample) on
+every baseline run and, at its last epoch, on every final-stage trial run, so that
+``falw-ray report`` can redraw the plots from the MLflow store alone.
+
+The experiment also carries two shared views of MLflow's runs table (experiment tags
+``mlflow.sharedViewState.falw-final`` and ``...falw-search``, MLflow's own "share view" mechanism):
+``<server>/#/experiments/<id>/runs?workflowType=machine_learning&viewStateShareKey=falw-final``
+(:meth:`Tracker.view_url`) lists the final-stage trial runs ranked by ``avg_gap``, with Avg. Gap,
+FA, RA, TA, MIA, lr, tau, seed, method, FaLW, scenario and best as columns; ``falw-search`` does
+the same for the search stage. (``workflowType=machine_learning`` keeps MLflow 3's UI from opening
+its GenAI overview instead of the runs.)
 """
 from __future__ import annotations
 
+import json
 import os
 import time
+import warnings
 from pathlib import Path
 
 from mlflow.entities import Metric, Param, RunTag
@@ -22,6 +37,50 @@ EPOCH_METRICS = (
 )
 
 
+PER_CLASS_PREFIX = "fa_class_"
+SEARCH_SPACE = "search_space.json"
+SHARED_VIEW_TAG = "mlflow.sharedViewState."
+EXPERIMENT_KIND = "mlflow.experimentKind"
+VIEWS = {"falw-final": "final", "falw-search": "search"}
+"""Shared runs-table views this module keeps on every study's experiment: key -> stage shown."""
+
+
+def per_class_metrics(values) -> dict[str, float]:
+    """``fa_per_class`` as MLflow metrics: ``fa_class_00`` ... (NaN kept for classes with no sample)."""
+    values = [float("nan") if v is None else float(v) for v in (values or [])]
+    width = max(2, len(str(len(values) - 1)))
+    return {f"{PER_CLASS_PREFIX}{i:0{width}d}": v for i, v in enumerate(values)}
+
+
+def per_class_from_metrics(metrics: dict) -> list[float] | None:
+    """The inverse of :func:`per_class_metrics`: the per-class FA list, class 0 first, or None."""
+    found = {}
+    for k, v in metrics.items():
+        if k.startswith(PER_CLASS_PREFIX) and k[len(PER_CLASS_PREFIX):].isdigit():
+            found[int(k[len(PER_CLASS_PREFIX):])] = float(v)
+    if not found:
+        return None
+    return [found.get(i, float("nan")) for i in range(max(found) + 1)]
+
+
+def view_state(stage: str) -> dict:
+    """One shared view of the runs table: the stage's trial runs, best Avg. Gap first, with the
+    columns a comparison needs (tags, searched hyperparameters, the four metrics and Avg. Gap)."""
+    def col(kind: str, key: str) -> str:
+        return f"{kind}.`{key}`"
+
+    return {
+        "searchFilter": f"tags.kind = 'trial' and tags.stage = '{stage}'",
+        "orderByKey": col("metrics", "avg_gap"),
+        "orderByAsc": True,
+        "selectedColumns": [
+            col("metrics", "avg_gap"), *(col("tags", k) for k in ("method", "falw", "scenario", "best")),
+            *(col("params", k) for k in ("lr", "tau", "seed")),
+            *(col("metrics", k) for k in ("fa", "ra", "ta", "mia")),
+        ],
+    }
+
+
 def default_tracking_uri() -> str:
     """A SQLite file in the working directory: no server needed."""
     return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
@@ -34,7 +93,10 @@ class TrackingError(RuntimeError):
 class Tracker:
     def __init__(self, uri: str | None, experiment: str, artifact_root: Path | None = None):
         self.uri = uri or default_tracking_uri()
-        self.client = MlflowClient(tracking_uri=self.uri)
+        try:
+            self.client = MlflowClient(tracking_uri=self.uri)
+        except Exception as e:
+            raise TrackingError(f"MLflow tracking at {self.uri} is unreachable: {str(e).strip()[:200]}") from None
         self.experiment_name = experiment
         self.artifact_root = artifact_root
         self.experiment_id: str | None = None
@@ -84,6 +146,28 @@ class Tracker:
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
+        try:
+            self._ensure_views(exp)
+        except Exception as e:  # noqa: BLE001 - a read-only or older server: the runs are logged all the same
+            warnings.warn(f"falw_ray: could not set the experiment's shared MLflow views: {e}", RuntimeWarning,
+                          stacklevel=2)
+
+    def _ensure_views(self, exp) -> None:
+        """Keep the experiment's shared runs-table views (see the module docstring) up to date, and
+        mark it a model-training experiment (MLflow's UI otherwise opens a GenAI overview)."""
+        have = exp.tags if exp is not None else {}
+        if EXPERIMENT_KIND not in have:
+            self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND, "custom_model_development")
+        for key, stage in VIEWS.items():
+            value = json.dumps(view_state(stage))
+            if have.get(SHARED_VIEW_TAG + key) != value:
+                self.client.set_experiment_tag(self.experiment_id, SHARED_VIEW_TAG + key, value)
+
+    def view_url(self, server: str, stage: str = "final") -> str:
+        """The address of a stage's shared view on an MLflow server (e.g. http://127.0.0.1:5000)."""
+        key = next(k for k, v in VIEWS.items() if v == stage)
+        return (f"{server.rstrip('/')}/#/experiments/{self.experiment_id}/runs"
+                f"?workflowType=machine_learning&viewStateShareKey={key}")
 
     def start_run(self, name: str, params: dict | None = None, tags: dict | None = None, parent: str | None = None) -> str:
         all_tags = dict(tags or {})
@@ -117,9 +201,38 @@ class Tracker:
                     "seed": scenario.seed, "role": role, "label": label},
             tags={"kind": "baseline", "role": role, "scenario": scenario.name, "cache": cache},
         )
-        self.log_metrics(run, {**{k: metrics[k] for k in ("fa", "ra", "ta", "mia")}, "train_seconds": seconds})
+        self.log_metrics(run, {**{k: metrics[k] for k in ("fa", "ra", "ta", "mia")}, "train_seconds": seconds,
+                               **per_class_metrics(metrics.get("fa_per_class"))})
         self.end(run)
         return run
+
+    def log_search_space(self, cells: dict) -> None:
+        """Each cell's searched hyperparameters and their ranges, as ``search_space.json`` on the study
+        run: the search plots that ``falw-ray report`` redraws use the same axes as the study's."""
+        space = {cid: {name: {"low": p.low, "high": p.high, "log": bool(p.log), "integer": bool(p.integer)}
+                       for name, p in cell.space.items()} for cid, cell in cells.items()}
+        self.client.log_dict(self.study_run, space, SEARCH_SPACE)
+
+    def search_space(self, study_run: str) -> dict | None:
+        """What :meth:`log_search_space` wrote: cell id -> {name: Param-like}, or None."""
+        import tempfile
+        from types import SimpleNamespace
+
+        saved = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+        os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = self.client.download_artifacts(study_run, SEARCH_SPACE, tmp)
+                with open(path) as f:
+                    raw = json.load(f)
+        except Exception:  # noqa: BLE001 - a study from before search_space.json: the report infers it
+            return None
+        finally:
+            if saved is None:
+                os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
+            else:
+                os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = saved
+        return {cid: {n: SimpleNamespace(**p) for n, p in space.items()} for cid, space in raw.items()}
 
     def latest_study_run(self) -> str | None:
         runs = self.client.search_runs([self.experiment_id], filter_string="tags.kind = 'study'",
@@ -145,6 +258,11 @@ class TrialLogger(Callback):
         self.tracker, self.cells, self.stage = tracker, cells, stage
         self.runs: dict[str, str] = {}
         self.epochs: dict[str, int] = {}
+        self.per_class: dict[str, list] = {}
+
+    def setup(self, **info):
+        if self.stage == "search" and self.tracker.study_run:
+            self.tracker.log_search_space(self.cells)
 
     def on_trial_start(self, iteration, trials, trial, **info):
         if trial.trial_id in self.runs:
@@ -169,6 +287,8 @@ class TrialLogger(Callback):
             return
         self.epochs[trial.trial_id] = int(result.get("epoch", 0))
         self.tracker.log_metrics(run, {k: result[k] for k in EPOCH_METRICS if k in result}, step=int(result.get("epoch", 0)))
+        if result.get("fa_per_class") is not None:
+            self.per_class[trial.trial_id] = result["fa_per_class"]
         if result.get("diverged"):
             self.tracker.tag(run, {"diverged": "true"})
 
@@ -179,6 +299,8 @@ class TrialLogger(Callback):
         config = trial.config.get("final", trial.config)
         done = self.epochs.get(trial.trial_id, 0)
         self.tracker.tag(run, {"epochs_done": done, "stopped_early": done < self.cells[config["cell"]].epochs})
+        if self.stage == "final" and trial.trial_id in self.per_class:
+            self.tracker.log_metrics(run, per_class_metrics(self.per_class.pop(trial.trial_id)), step=done)
         self.tracker.end(run, "FINISHED")
 
     def on_trial_error(self, iteration, trials, trial, **info):

@@ -1,0 +1,451 @@
+"""A study's plots as small PNGs: per-class deviation from Retrain, and the search of every cell.
+
+- ``deviation_<scenario>.png``: per class, from the head (class 0, most forget samples) to the tail,
+  the mean over seeds of FA_c - FA_c(Retrain) for each method, FaLW on solid and off dashed; below,
+  the same deviation averaged over the head, middle and tail thirds (FALW.md sections 1 and 7).
+  Above zero a class is under-forgotten, below zero over-forgotten.
+- ``search/<scenario>/<cell>_history.png``: Optuna's optimisation history of the cell (Avg. Gap);
+  ``<cell>_importances.png``: Optuna's parameter importances (cells that search two or more
+  hyperparameters and finished enough trials); ``<cell>_lr_tau.png``: every trial over lr x tau
+  coloured by Avg. Gap (``<cell>_lr.png``, Avg. Gap over lr, for cells without tau).
+
+Pure functions of the study's frames: no Ray and no MLflow here. The runner draws them from its
+results, ``falw-ray report`` from the MLflow store; both give the same files. Each cell's Optuna
+study is rebuilt from its trials (``create_trial``), so the plots need no live search.
+Figures are drawn with matplotlib's Agg renderer (100 dpi).
+"""
+from __future__ import annotations
+
+import math
+import re
+import sys
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+DPI = 100
+OK_STATUSES = ("finished", "stopped early")
+GROUP_COLORS = {"head": "#4c72b0", "mid": "#9a9a9a", "tail": "#dd8452"}
+GROUP_NAMES = {"head": "head", "mid": "middle", "tail": "tail"}
+HP_SKIP = {"cell", "scenario", "method", "falw", "seed", "trial_id", "status", "epochs_done", "fa", "ra", "ta", "mia",
+           "fa_gap", "ra_gap", "ta_gap", "mia_gap", "avg_gap", "fa_gap_head", "fa_gap_mid", "fa_gap_tail", "elapsed",
+           "rte", "trial_seconds", "fa_per_class", "started_at", "ended_at", "gpus", "gpu_share", "mlflow_run_id",
+           "seconds", "order", "epochs", "gamma", "dataset", "model", "forget"}
+
+
+def _pyplot():
+    """pyplot for Optuna's plots, on the Agg backend unless the process already chose one."""
+    if "matplotlib.pyplot" not in sys.modules:
+        import matplotlib
+
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _figure(width: float, height: float, **kwargs):
+    """A figure outside pyplot's global state, rendered by Agg."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=DPI, **kwargs)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def slug(text: str) -> str:
+    """A file-name-safe form of a scenario or cell label."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("_") or "_"
+
+
+def series_label(method: str, falw: bool) -> str:
+    return f"{method} + FaLW" if falw and method != "falw" else method
+
+
+# ---------------------------------------------------------------- deviation from Retrain, per class
+
+
+def reference_map(reference) -> dict:
+    """Retrain's per-class FA as {(scenario, seed): list} from a frame with columns scenario, seed
+    and fa_per_class, or from a dict keyed by scenario or by (scenario, seed)."""
+    if reference is None:
+        return {}
+    if isinstance(reference, pd.DataFrame):
+        if reference.empty or "fa_per_class" not in reference:
+            return {}
+        return {(r.scenario, int(r.seed)): list(r.fa_per_class) for r in reference.itertuples()
+                if r.fa_per_class is not None and not _is_nan(r.fa_per_class)}
+    return dict(reference)
+
+
+def _is_nan(v) -> bool:
+    return isinstance(v, float) and math.isnan(v)
+
+
+def deviation_frame(final_df: pd.DataFrame, reference_per_class) -> pd.DataFrame:
+    """Per scenario, method, FaLW and class: mean and std over seeds of FA_c - FA_c(Retrain),
+    each seed against the model retrained with that seed. Columns: scenario, method, falw,
+    cls, gap, std, seeds."""
+    refs = reference_map(reference_per_class)
+    gaps: dict[tuple, list[np.ndarray]] = {}
+    for r in final_df.itertuples():
+        values = getattr(r, "fa_per_class", None)
+        if values is None or _is_nan(values):
+            continue
+        ref = refs.get((r.scenario, int(r.seed)), refs.get(r.scenario))
+        if ref is None:
+            continue
+        fa, rf = np.asarray(values, dtype=float), np.asarray(ref, dtype=float)
+        if fa.shape != rf.shape:
+            continue
+        gaps.setdefault((r.scenario, r.method, bool(r.falw)), []).append(fa - rf)
+    rows = []
+    for (scenario, method, falw), vectors in gaps.items():
+        stack = np.vstack(vectors)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean, std = np.nanmean(stack, axis=0), np.nanstd(stack, axis=0)
+        for c, (m, s) in enumerate(zip(mean, std)):
+            rows.append({"scenario": scenario, "method": method, "falw": falw, "cls": c, "gap": float(m),
+                         "std": float(s), "seeds": len(vectors)})
+    return pd.DataFrame(rows, columns=["scenario", "method", "falw", "cls", "gap", "std", "seeds"])
+
+
+def _groups(num_classes: int) -> dict[str, np.ndarray]:
+    from ..metrics import class_groups
+
+    return class_groups(num_classes)
+
+
+def deviation_plot(final_df: pd.DataFrame, reference_per_class, out_dir: str | Path) -> list[Path]:
+    """One PNG per scenario, ``out_dir/deviation_<scenario>.png`` (see the module docstring)."""
+    frame = deviation_frame(final_df, reference_per_class)
+    out_dir = Path(out_dir)
+    paths = []
+    for scenario, data in frame.groupby("scenario", sort=False):
+        path = out_dir / f"deviation_{slug(scenario)}.png"
+        _deviation_figure(scenario, data, path)
+        paths.append(path)
+    return paths
+
+
+def method_order() -> list[str]:
+    """Every method in the registry's order: the order of the series and, by position, their
+    colour, the same in every study and whatever order the runs come in."""
+    from ..unlearn import METHODS, PRESETS
+
+    return [m for m in METHODS if m != "retrain"] + [m for m in PRESETS if m not in METHODS]
+
+
+def _deviation_figure(scenario: str, data: pd.DataFrame, path: Path) -> None:
+    from matplotlib import colormaps
+
+    num_classes = int(data["cls"].max()) + 1
+    groups = _groups(num_classes)
+    known = method_order()
+    methods = sorted(set(data["method"]), key=lambda m: (known.index(m) if m in known else len(known), m))
+    palette = colormaps["tab10"].colors
+    color = {m: palette[(known.index(m) if m in known else len(known) + i) % len(palette)]
+             for i, m in enumerate(methods)}
+    series = sorted({(m, f) for m, f in zip(data["method"], data["falw"])},
+                    key=lambda s: (methods.index(s[0]), s[1]))
+    seeds = int(data["seeds"].max())
+
+    fig = _figure(12, 7.2, layout="constrained")
+    top, bottom = fig.subplots(2, 1, height_ratios=[2.2, 1])
+    for name, rows in groups.items():
+        if len(rows):
+            top.axvspan(rows[0] - 0.5, rows[-1] + 0.5, color=GROUP_COLORS[name], alpha=0.07, lw=0)
+            top.text((rows[0] + rows[-1]) / 2, 1.0, GROUP_NAMES[name], transform=top.get_xaxis_transform(),
+                     ha="center", va="bottom", fontsize=9, color="#555555")
+    top.axhline(0, color="black", lw=0.9)
+    marker = num_classes <= 40
+    for method, falw in series:
+        rows = data[(data["method"] == method) & (data["falw"] == falw)].sort_values("cls")
+        top.plot(rows["cls"], rows["gap"], color=color[method], ls="-" if falw else "--", lw=1.8 if falw else 1.4,
+                 marker=("o" if falw else "s") if marker else None, ms=4, label=series_label(method, falw))
+    top.set_xlim(-0.5, num_classes - 0.5)
+    if num_classes <= 20:
+        top.set_xticks(range(num_classes))
+    top.set_xlabel("class, sorted head → tail (class 0 has the most forget samples)")
+    top.set_ylabel("FA − FA(Retrain) (pp)\n> 0 under-forgotten, < 0 over-forgotten", fontsize=9)
+    top.set_title(f"{scenario}: per-class forget accuracy gap to Retrain, head → tail "
+                  f"(mean over {seeds} seed{'s' if seeds != 1 else ''}; solid = FaLW on, dashed = off)",
+                  fontsize=10, pad=16)
+    top.grid(axis="y", alpha=0.3)
+    top.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, frameon=False, title="method")
+
+    width = 0.8 / 3
+    for s, (method, falw) in enumerate(series):
+        rows = data[(data["method"] == method) & (data["falw"] == falw)].sort_values("cls")
+        gap = rows["gap"].to_numpy()
+        for g, (name, idx) in enumerate(groups.items()):
+            vals = gap[idx] if len(idx) else np.array([])
+            vals = vals[~np.isnan(vals)]
+            value = float(vals.mean()) if len(vals) else 0.0
+            bottom.bar(s + (g - 1) * width, value, width, color=GROUP_COLORS[name], edgecolor="white",
+                       label=GROUP_NAMES[name] if s == 0 else None)
+    bottom.axhline(0, color="black", lw=0.9)
+    bottom.set_xticks(range(len(series)), [series_label(m, f) for m, f in series], fontsize=9)
+    bottom.set_ylabel("mean over\nthe third (pp)", fontsize=9)
+    bottom.set_title("the same gap averaged over head / middle / tail classes", fontsize=9)
+    bottom.grid(axis="y", alpha=0.3)
+    bottom.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, frameon=False, title="classes")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI)
+
+
+# ------------------------------------------------------------------------------- search plots
+
+
+def _space_of(cell, trials: pd.DataFrame) -> dict:
+    """{name: (low, high, log, integer)} of a cell's searched hyperparameters: the cell's own space
+    when known (a Cell, or a mapping of Param-like objects), else inferred from the trials."""
+    space = getattr(cell, "space", cell)
+    if isinstance(space, Mapping) and space:
+        out = {}
+        for name, p in space.items():
+            if name not in trials:
+                continue
+            low, high = float(p.low), float(p.high)
+            vals = pd.to_numeric(trials[name], errors="coerce").dropna()
+            if len(vals):
+                low, high = min(low, float(vals.min())), max(high, float(vals.max()))
+            out[name] = (low, high, bool(p.log) and low > 0, bool(getattr(p, "integer", False)))
+        return out
+    return infer_space(trials)
+
+
+def infer_space(trials: pd.DataFrame, method: str | None = None) -> dict:
+    """The searched hyperparameters of one cell's trials: numeric columns that vary between trials
+    (and lr, always searched). Ranges and log scales come from the method's declared space when it
+    has the parameter, widened to what the trials used; otherwise from the trials alone."""
+    from ..unlearn import TAU, get_method
+
+    declared = {}
+    method = method or (trials["method"].iloc[0] if "method" in trials and len(trials) else None)
+    try:
+        declared = dict(get_method(method).params) if method else {}
+    except ValueError:  # a method this version does not know
+        declared = {}
+    declared.setdefault("tau", TAU)
+    out = {}
+    for name in trials.columns:
+        if name in HP_SKIP:
+            continue
+        vals = pd.to_numeric(trials[name], errors="coerce")
+        if vals.isna().all():
+            continue
+        vals = vals.dropna()
+        if vals.nunique() < 2 and name != "lr":
+            continue
+        low, high = float(vals.min()), float(vals.max())
+        p = declared.get(name)
+        if p is not None:
+            low, high, log, integer = min(low, p.low), max(high, p.high), bool(p.log), bool(p.integer)
+        else:
+            log = low > 0 and high / low >= 100
+            integer = bool((vals == vals.round()).all()) and high - low >= 2
+        if high <= low:
+            high = low + (abs(low) * 0.1 or 1.0)
+        out[name] = (low, high, log and low > 0, integer)
+    return out
+
+
+def _ordered(trials: pd.DataFrame) -> pd.DataFrame:
+    """Trials in the order the search created them: by an ``order`` column when there is one
+    (the MLflow runs' start times), else as listed (Tune's results come in creation order)."""
+    if "order" in trials and trials["order"].notna().any():
+        keys = ["order", "trial_id"] if "trial_id" in trials else ["order"]
+        return trials.sort_values(keys, kind="stable", na_position="last").reset_index(drop=True)
+    return trials.reset_index(drop=True)
+
+
+def cell_study(trials: pd.DataFrame, space: dict):
+    """The cell's search as an Optuna study: one trial per Tune trial, in the order they started,
+    the last Avg. Gap as its value; diverged and failed trials as FAIL (no value)."""
+    import optuna
+    from optuna.distributions import FloatDistribution, IntDistribution
+    from optuna.trial import TrialState, create_trial
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    dists = {n: (IntDistribution(int(lo), int(hi), log=log) if integer else FloatDistribution(lo, hi, log=log))
+             for n, (lo, hi, log, integer) in space.items()}
+    study = optuna.create_study(direction="minimize")
+    for _, row in _ordered(trials).iterrows():
+        params = {}
+        for n, d in dists.items():
+            v = pd.to_numeric(row.get(n), errors="coerce")
+            if pd.notna(v):
+                params[n] = round(float(v)) if isinstance(d, IntDistribution) else float(v)
+        used = {n: dists[n] for n in params}
+        value = pd.to_numeric(row.get("avg_gap"), errors="coerce")
+        if row.get("status") in OK_STATUSES and pd.notna(value) and math.isfinite(value):
+            study.add_trial(create_trial(params=params, distributions=used, value=float(value),
+                                         user_attrs={"status": row.get("status")}))
+        else:
+            study.add_trial(create_trial(params=params, distributions=used, state=TrialState.FAIL,
+                                         user_attrs={"status": row.get("status")}))
+    return study
+
+
+def search_plots(trials_df: pd.DataFrame, cells: Mapping | None, out_dir: str | Path) -> list[Path]:
+    """Per cell: optimisation history, parameter importances when possible, and Avg. Gap over
+    lr x tau (or over lr), under ``out_dir/search/<scenario>/`` (see the module docstring).
+
+    ``cells``: cell id -> Cell (or -> {name: Param-like}); a cell not in it has its space
+    inferred from the trials (:func:`infer_space`)."""
+    out_dir = Path(out_dir)
+    cells = cells or {}
+    paths: list[Path] = []
+    for cell_id, trials in trials_df.groupby("cell", sort=False):
+        scenario, _, label = str(cell_id).rpartition("/")
+        folder = out_dir / "search" / slug(scenario or "study")
+        stem = slug(label or cell_id)
+        space = _space_of(cells.get(cell_id), trials)
+        study = cell_study(trials, space)
+        done = [t for t in study.trials if t.value is not None]
+        failed = len(study.trials) - len(done)
+        note = f" ({failed} diverged/failed not shown)" if failed else ""
+        if done:
+            paths.append(_history(study, f"{cell_id}: optimisation history{note}", folder / f"{stem}_history.png"))
+            imp = _importances(study, space, f"{cell_id}: hyperparameter importances for Avg. Gap",
+                               folder / f"{stem}_importances.png")
+            if imp is not None:
+                paths.append(imp)
+        if "lr" in space:
+            name = "lr_tau" if "tau" in space else "lr"
+            paths.append(_landscape(trials, space, cell_id, folder / f"{stem}_{name}.png"))
+    return paths
+
+
+def _titled(ax, title: str) -> None:
+    for loc in ("left", "right"):
+        ax.set_title("", loc=loc)
+    ax.set_title(title, fontsize=10)
+
+
+def _save_pyplot(ax, path: Path) -> Path:
+    plt = _pyplot()
+    fig = ax.figure
+    fig.set_size_inches(7, 4.5)
+    fig.set_dpi(DPI)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _history(study, title: str, path: Path) -> Path:
+    from optuna.visualization.matplotlib import plot_optimization_history
+
+    plt = _pyplot()
+    with plt.rc_context(), warnings.catch_warnings():  # Optuna sets a global style: keep it in here
+        warnings.simplefilter("ignore")
+        ax = plot_optimization_history(study, target_name="Avg. Gap")
+        _titled(ax, title)
+        ax.set_xlabel("trial (in the order they started)")
+        ax.set_ylabel("Avg. Gap (lower is better)")
+        return _save_pyplot(ax, path)
+
+
+def _importances(study, space: dict, title: str, path: Path) -> Path | None:
+    """Optuna's fANOVA importances: only for two or more searched hyperparameters and at least
+    four completed trials with different values (fewer say nothing)."""
+    from optuna.visualization.matplotlib import plot_param_importances
+
+    done = [t for t in study.trials if t.value is not None]
+    if len(space) < 2 or len(done) < 4 or len({t.value for t in done}) < 2:
+        return None
+    plt = _pyplot()
+    with plt.rc_context(), warnings.catch_warnings():  # Optuna sets a global style: keep it in here
+        warnings.simplefilter("ignore")
+        try:
+            ax = plot_param_importances(study, target_name="Avg. Gap")
+        except Exception:  # noqa: BLE001 - Optuna's evaluator refuses some searches: no plot, no failure
+            return None
+        _titled(ax, title)
+        return _save_pyplot(ax, path)
+
+
+def _landscape(trials: pd.DataFrame, space: dict, cell_id: str, path: Path) -> Path:
+    """Every trial at its (lr, tau), coloured by its last Avg. Gap; the one the study chose starred
+    (the best that ran every epoch, as in results.best_per_cell).
+    Without tau: Avg. Gap over lr. Hollow markers: stopped early; red x: diverged or failed."""
+    from matplotlib.colors import Normalize
+
+    fig = _figure(7, 4.8, layout="constrained")
+    ax = fig.subplots()
+    gap = pd.to_numeric(trials["avg_gap"], errors="coerce")
+    status = trials["status"].astype(str)
+    ok = status.isin(OK_STATUSES) & gap.notna()
+    lr = pd.to_numeric(trials["lr"], errors="coerce")
+    has_tau = "tau" in space
+    y = pd.to_numeric(trials["tau"], errors="coerce") if has_tau else gap
+    if ok.any():
+        norm = Normalize(vmin=float(gap[ok].min()), vmax=float(gap[ok].max()) if gap[ok].nunique() > 1
+                         else float(gap[ok].min()) + 1e-9)
+        full = ok & (status == "finished")
+        early = ok & (status == "stopped early")
+        sc = ax.scatter(lr[full], y[full], c=gap[full], cmap="RdYlGn_r", norm=norm, s=60, edgecolors="black",
+                        linewidths=0.5, label="finished", zorder=3)
+        if early.any():
+            ax.scatter(lr[early], y[early], facecolors="none", edgecolors=[sc.cmap(norm(v)) for v in gap[early]],
+                       s=60, linewidths=1.6, label="stopped early", zorder=3)
+        if has_tau:
+            fig.colorbar(sc, ax=ax, label="Avg. Gap (lower is better)")
+        pool = full if full.any() else ok  # the study's own choice (results.best_per_cell)
+        best = gap[pool].idxmin()
+        ax.scatter([lr[best]], [y[best]], marker="*", s=320, facecolors="none", edgecolors="black", linewidths=1.2,
+                   label=f"chosen: Avg. Gap {gap[best]:.2f}", zorder=4)
+    bad = ~ok & lr.notna()
+    if bad.any():
+        by = y[bad] if has_tau else pd.Series(np.nan, index=y[bad].index)
+        if not has_tau:
+            top = float(gap[ok].max()) if ok.any() else 1.0
+            by = by.fillna(top)
+        ax.scatter(lr[bad], by, marker="x", color="red", s=50, label="diverged / failed", zorder=3)
+    lo, hi, log, _ = space["lr"]
+    if log:
+        ax.set_xscale("log")
+    ax.set_xlim(lo / 1.2 if log else lo - 0.02 * (hi - lo), hi * 1.2 if log else hi + 0.02 * (hi - lo))
+    ax.set_xlabel("lr (learning rate)" + (", log scale" if log else ""))
+    if has_tau:
+        tlo, thi, _, _ = space["tau"]
+        ax.set_ylim(tlo - 0.03 * (thi - tlo), thi + 0.03 * (thi - tlo))
+        ax.set_ylabel("tau (FaLW balancing factor)")
+        ax.set_title(f"{cell_id}: Avg. Gap over lr × tau ({int(ok.sum())} trials)", fontsize=10)
+    else:
+        ax.set_ylabel("Avg. Gap (lower is better)")
+        ax.set_title(f"{cell_id}: Avg. Gap over lr ({int(ok.sum())} trials)", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI)
+    return path
+
+
+# ---------------------------------------------------------------------------------------- all
+
+
+def write_all(final_df: pd.DataFrame, reference, trials_df: pd.DataFrame, cells: Mapping | None,
+              out_dir: str | Path) -> list[Path]:
+    """Every plot of a study into ``out_dir``: the deviation plots from the finished final re-runs
+    and Retrain's per-class FA (``reference``: see :func:`reference_map`), and the search plots
+    of every cell. A plot that cannot be drawn is reported as a warning, never an exception: a
+    study's results must not be lost to a figure."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths: list[Path] = []
+    final_ok = final_df[final_df["status"] == "finished"] if "status" in final_df else final_df
+    for what, draw in (("deviation", lambda: deviation_plot(final_ok, reference, out_dir)),
+                       ("search", lambda: search_plots(trials_df, cells, out_dir))):
+        try:
+            paths.extend(draw())
+        except Exception as e:  # noqa: BLE001 - a figure must not cost a study its results
+            warnings.warn(f"falw_ray: {what} plots failed: {type(e).__name__}: {e}", RuntimeWarning, stacklevel=2)
+    return paths

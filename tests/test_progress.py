@@ -1,0 +1,114 @@
+"""Live progress: per-trial lines and status blocks in a terminal, quiet in CI, on a fake clock."""
+from __future__ import annotations
+
+import io
+from types import SimpleNamespace
+
+import pytest
+
+from falw_ray.study.progress import ProgressLine, progress_mode
+
+CELLS = {"s/ga+falw": SimpleNamespace(epochs=3), "s/ft": SimpleNamespace(epochs=2)}
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def trial(i: int, cell: str, final: bool = False):
+    config = {"final": {"cell": cell, "seed": 0}} if final else {"cell": cell}
+    return SimpleNamespace(trial_id=f"t{i}", config=config, status="RUNNING")
+
+
+def run_stage(mode: str):
+    """Four trials over two cells: one finished, one stopped early, one diverged, one still running."""
+    clock, said = Clock(), []
+    p = ProgressLine("search", 4, said.append, CELLS, mode=mode, every=30, clock=clock)
+    trials = [trial(0, "s/ga+falw"), trial(1, "s/ft"), trial(2, "s/ga+falw"), trial(3, "s/ft")]
+    for t in trials:
+        p.on_trial_start(0, trials, t)
+    clock.now += 10
+    p.on_trial_result(0, trials, trials[0], {"epoch": 3, "avg_gap": 1.25})
+    p.on_trial_complete(0, trials, trials[0])
+    trials[0].status = "TERMINATED"
+    p.on_trial_result(0, trials, trials[1], {"epoch": 1, "avg_gap": 4.0})
+    p.on_trial_complete(0, trials, trials[1])
+    trials[1].status = "TERMINATED"
+    p.on_step_end(0, trials)                      # 10 s: no status block yet
+    clock.now += 25
+    p.on_trial_result(0, trials, trials[2], {"epoch": 1, "avg_gap": 100.0, "diverged": True})
+    p.on_trial_complete(0, trials, trials[2])
+    trials[2].status = "TERMINATED"
+    p.on_step_end(0, trials)                      # 35 s: a status block in a terminal
+    return p, said, trials, clock
+
+
+def test_live_lines_and_status_block():
+    _, said, _, _ = run_stage("live")
+    lines = "\n".join(said)
+    assert "search 1/4" in said[0] and "s/ga+falw done after 3 epoch(s)" in said[0] and "cell best 1.25" in said[0]
+    assert "s/ft stopped early after 1 epoch(s)" in said[1]
+    assert "s/ga+falw diverged" in said[2]
+    block = said[3]
+    assert block.startswith("status: search 3/4 trials done (1 finished, 1 stopped early, 1 diverged, 0 failed), "
+                            "1 running; cells 1/2 done, 1 running; 35s elapsed, ~12s left")
+    rows = {line.split()[0]: line.split()[1:] for line in block.splitlines()[2:]}
+    assert rows["s/ga+falw"] == ["2/2", "0", "1.25"], "a diverged trial is no cell best"
+    assert rows["s/ft"] == ["1/2", "1", "4.00"]
+    assert len(said) == 4, lines
+
+
+def test_quiet_prints_a_summary_per_stage_only():
+    p, said, trials, clock = run_stage("quiet")
+    assert said == [], "no per-trial lines and no 30 s blocks when quiet"
+    clock.now += 300
+    p.on_step_end(0, trials)
+    assert len(said) == 1 and said[0].startswith("search 3/4 trials done") and "\n" not in said[0]
+    p.on_trial_error(0, trials, trials[3])
+    trials[3].status = "ERROR"
+    p.on_experiment_end(trials)
+    assert said[-1].startswith("stage ended: search 4/4 trials done (1 finished, 1 stopped early, 1 diverged, "
+                               "1 failed), 0 running; cells 2/2 done")
+
+
+def test_final_stage_trials_are_counted_per_cell():
+    said = []
+    p = ProgressLine("final", 4, said.append, CELLS, mode="live", every=0, clock=Clock())
+    trials = [trial(i, cell, final=True) for i, cell in enumerate(["s/ga+falw", "s/ga+falw", "s/ft", "s/ft"])]
+    for t in trials:
+        p.on_trial_start(0, trials, t)
+        p.on_trial_result(0, trials, t, {"epoch": CELLS[t.config["final"]["cell"]].epochs, "avg_gap": 2.0})
+    for t in trials[:2]:
+        p.on_trial_complete(0, trials, t)
+    assert "cells 1/2 done, 1 running" in p.headline()
+
+
+@pytest.mark.parametrize("env,tty,expected", [
+    ({}, True, "live"), ({}, False, "quiet"), ({"CI": "true"}, True, "quiet"), ({"CI": "false"}, True, "live"),
+    ({"CI": "true", "FALW_RAY_PROGRESS": "live"}, False, "live"), ({"FALW_RAY_PROGRESS": "quiet"}, True, "quiet"),
+])
+def test_mode_follows_the_terminal_and_ci(monkeypatch, env, tty, expected):
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.delenv("FALW_RAY_PROGRESS", raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    stream = io.StringIO()
+    stream.isatty = lambda: tty
+    assert progress_mode(stream) == expected
+
+
+def test_cell_best_is_the_one_the_study_will_pick():
+    """As results.best_per_cell: trials that ran every epoch first, stopped-early ones only before any did."""
+    p = ProgressLine("search", 3, [].append, CELLS, mode="live", clock=Clock())
+    trials = [trial(i, "s/ga+falw") for i in range(3)]
+    for t, (epoch, gap) in zip(trials, [(1, 0.5), (3, 2.0), (1, 0.1)]):
+        p.on_trial_start(0, trials, t)
+        p.on_trial_result(0, trials, t, {"epoch": epoch, "avg_gap": gap})
+        p.on_trial_complete(0, trials, t)
+        if t is trials[0]:
+            assert p.cell_best("s/ga+falw") == 0.5
+    assert p.cell_best("s/ga+falw") == 2.0
