@@ -38,10 +38,18 @@ def autocast(device: torch.device):
     return contextlib.nullcontext()
 
 
-def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
+def prepare_model(model: nn.Module, device: torch.device, compile: bool = False) -> nn.Module:
+    """Move ``model`` to ``device``, in channels_last memory format on CUDA; optionally compile it.
+
+    ``compile`` (off by default) compiles the forward pass in place with ``torch.compile``; the
+    module keeps its type, attributes and state dict, and deep copies of it run uncompiled. Worth it
+    for long GPU runs only: compiling takes tens of seconds (and a C++ toolchain on the CPU).
+    """
     model = model.to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
+    if compile:
+        model.compile()
     return model
 
 
@@ -91,8 +99,12 @@ def fit(
     gen: torch.Generator,
     aug: Augment | None = None,
     on_epoch: Callable[[int, float], None] | None = None,
+    compile: bool = False,
 ) -> nn.Module:
-    """Train ``model`` on resident tensors (x, y) with ``recipe`` (a falw_ray.recipe.Recipe)."""
+    """Train ``model`` on resident tensors (x, y) with ``recipe`` (a falw_ray.recipe.Recipe).
+    ``compile`` compiles the model's forward in place first (off by default; see prepare_model)."""
+    if compile:
+        model.compile()
     opt = sgd(model.parameters(), recipe.lr, recipe.momentum, recipe.weight_decay)
     aug = aug if recipe.augment else None
     model.train()

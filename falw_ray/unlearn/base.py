@@ -191,11 +191,14 @@ def unlearn(
     seed: int = 0,
     falw_refresh_every: int = 1,
     on_epoch: Callable[[int, nn.Module], None] | None = None,
+    compile: bool = False,
 ) -> nn.Module:
     """Run ``method`` on ``model`` (changed in place) over a scenario's tensors ``t``.
 
     ``hp`` overrides the method's defaults (``lr``, ``epochs`` and its extras; ``tau`` with FaLW).
     ``on_epoch(epoch, model)`` is called after every epoch: the place to evaluate and report.
+    ``compile`` compiles the model's forward in place with torch.compile (off by default: compiling
+    costs tens of seconds, so it pays on long GPU runs only; frozen copies run uncompiled).
     """
     if falw and not method.forget_term:
         raise ValueError(f"method {method.name!r} has no forget term, so FaLW cannot weight it")
@@ -205,6 +208,8 @@ def unlearn(
     state = UnlearnState(model=model, t=t, hp=hp, gen=torch.Generator().manual_seed(seed),
                          batch_size=batch_size, epochs=int(hp["epochs"]))
     torch.manual_seed(seed)
+    if compile:
+        model.compile()
     if falw:
         state.weigh = FalwWeigher(model, t.val_x, t.val_y, t.forget_counts, t.num_classes, hp["tau"], falw_refresh_every)
     if method.prepare is not None:
