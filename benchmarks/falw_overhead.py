@@ -65,7 +65,6 @@ def main() -> int:
         fm, ff = parse(falw_name)
         bm, bf = parse(base_name)
         gaps: dict = {}
-        times: dict = {}
 
         def run(method, falw, refresh, lr, seed):
             hp = {"lr": lr}
