@@ -3,13 +3,30 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Literal
+from typing import Annotated, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from .data.registry import DATASETS
 from .models import MODELS
 from .recipe import Recipe, default_recipe
+
+
+def _known_dataset(v: str) -> str:
+    if v not in DATASETS:
+        raise ValueError(f"unknown dataset {v!r}; expected one of {sorted(DATASETS)}")
+    return v
+
+
+def _known_model(v: str | None) -> str | None:
+    if v is not None and v not in MODELS:
+        raise ValueError(f"unknown model {v!r}; expected one of {sorted(MODELS)}")
+    return v
+
+
+DatasetName = Annotated[str, AfterValidator(_known_dataset)]
+ModelName = Annotated[Optional[str], AfterValidator(_known_model)]
+"""Registered names, checked wherever a scenario is written (study files, Python)."""
 
 
 class ForgetSpec(BaseModel):
@@ -44,27 +61,13 @@ class Scenario(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    dataset: str = "digits"
-    model: str | None = None
+    dataset: DatasetName = "digits"
+    model: ModelName = None
     forget: ForgetSpec = ForgetSpec()
     seed: int = Field(0, ge=0)
     recipe: Recipe | None = None
     data_dir: str | None = Field(None, exclude=True)
     download: bool = Field(False, exclude=True)
-
-    @field_validator("dataset")
-    @classmethod
-    def _known_dataset(cls, v: str) -> str:
-        if v not in DATASETS:
-            raise ValueError(f"unknown dataset {v!r}; expected one of {sorted(DATASETS)}")
-        return v
-
-    @field_validator("model")
-    @classmethod
-    def _known_model(cls, v: str | None) -> str | None:
-        if v is not None and v not in MODELS:
-            raise ValueError(f"unknown model {v!r}; expected one of {sorted(MODELS)}")
-        return v
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> "Scenario":

@@ -13,9 +13,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..data.registry import DATASETS
-from ..models import MODELS
 from ..recipe import Recipe
-from ..scenario import ForgetSpec, Scenario
+from ..scenario import DatasetName, ForgetSpec, ModelName, Scenario
 from ..unlearn import METHODS, PRESETS, Param, get_method
 
 
@@ -76,27 +75,13 @@ class ForgetEntry(_Strict):
 
 
 class ScenarioEntry(_Strict):
-    dataset: str = "digits"
-    model: str | None = None
+    dataset: DatasetName = "digits"
+    model: ModelName = None
     forget: ForgetEntry = ForgetEntry()
     seed: int = Field(0, ge=0, description="seed of the search stage's baselines and splits")
     data_dir: str | None = None
     download: bool = False
     recipe: Recipe | None = None
-
-    @field_validator("dataset")
-    @classmethod
-    def _known(cls, v: str) -> str:
-        if v not in DATASETS:
-            raise ValueError(f"unknown dataset {v!r}; expected one of {sorted(DATASETS)}")
-        return v
-
-    @field_validator("model")
-    @classmethod
-    def _known_model(cls, v: str | None) -> str | None:
-        if v is not None and v not in MODELS:
-            raise ValueError(f"unknown model {v!r}; expected one of {sorted(MODELS)}")
-        return v
 
     @model_validator(mode="after")
     def _data_dir(self) -> "ScenarioEntry":
