@@ -75,7 +75,6 @@ def resnet_rates(threads: int, batch: int, steps: int) -> dict:
     CIFAR-shaped data, with falw_ray's loop (train_epoch) and evaluator (metrics.predict)."""
     import torch
 
-    from falw_ray.data.device import index_batches  # noqa: F401  (the loop below uses train_epoch)
     from falw_ray.metrics import predict
     from falw_ray.models import build_model
     from falw_ray.train import prepare_model, sgd, train_epoch
