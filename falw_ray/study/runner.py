@@ -30,6 +30,10 @@ QUIET_ENV = {
 }
 
 
+MAX_FAILURES = 5
+"""Retries of a trial whose worker died: bounded, and enough for a node lost more than once."""
+
+
 @dataclass
 class StudyResult:
     trials: pd.DataFrame
@@ -145,7 +149,7 @@ class Study:
             return tune.RunConfig(
                 name=f"{spec.name}-{stage}", storage_path=str(root / "ray"),
                 callbacks=[logger, ProgressLine(stage, total, say, cells)], verbose=0,
-                failure_config=tune.FailureConfig(max_failures=2),
+                failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
             )
 
         def tuner_for(stage: str, total: int, **kwargs):
@@ -210,7 +214,11 @@ class Study:
 def _trials_frame(grid, cells: dict, runs: dict, key: str | None = None) -> pd.DataFrame:
     rows = []
     for r in grid:
-        config = r.config.get(key, r.config) if key else r.config
+        config = r.config or {}
+        config = config.get(key, config) if key else config
+        if "cell" not in config:  # failed past its retries before reporting anything
+            rows.append({"status": "error", "error": str(r.error)[:300]})
+            continue
         cell = cells[config["cell"]]
         m = r.metrics or {}
         status = "error" if r.error else "diverged" if m.get("diverged") else (
