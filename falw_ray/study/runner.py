@@ -17,6 +17,7 @@ from .cells import Cell, build_cells, scenario_label
 from .results import best_per_cell, final_table, format_table, to_markdown
 from .spec import StudyError, StudySpec, load_study, parse_study
 from .progress import ProgressLine
+from .journal import Journal
 from .tracking import Tracker, TrialLogger
 
 QUIET_ENV = {
@@ -139,10 +140,10 @@ class Study:
                     secs = m["original_seconds"] if role == "original" else m["retrain_seconds"]
                     tracker.log_baseline(s, scenario_label(s), role, m[role], secs, ev[role])
 
-        def trainable():
+        def trainable(completed: dict):
             fn = tune.with_parameters(unlearning_trial, cells=cells, baselines=dict(shared.baselines),
                                       datasets=dict(shared.datasets), threads=max(1, int(res.cpu)),
-                                      falw_refresh_every=spec.search.falw_refresh_every)
+                                      falw_refresh_every=spec.search.falw_refresh_every, completed=completed)
             return tune.with_resources(fn, {"cpu": res.cpu, "gpu": res.gpu})
 
         def run_config(stage: str, logger: TrialLogger, total: int):
@@ -153,24 +154,29 @@ class Study:
             )
 
         def tuner_for(stage: str, total: int, **kwargs):
-            """A new Tuner, or on resume the stage's stored experiment with fresh object references
-            and callbacks that continue the trials' existing MLflow runs."""
-            logger = TrialLogger(tracker, cells, stage)
-            config = run_config(stage, logger, total)
-            path = root / "ray" / config.name
+            """A new Tuner, or on resume the stage's stored experiment with fresh object references and
+            callbacks. A trial the journal holds as finished keeps its MLflow run and is replayed from
+            its recorded result; any other trial Tune runs again gets a fresh run in place of its old one."""
+            journal = Journal(root / "ray" / f"{spec.name}-{stage}.finished.jsonl")
+            path = root / "ray" / f"{spec.name}-{stage}"
             if resume and tune.Tuner.can_restore(path):
+                done = journal.load()
+                logger = TrialLogger(tracker, cells, stage, journal, replayed=done)
+                config = run_config(stage, logger, total)
                 known = {t.trial_id for t in tune.ExperimentAnalysis(str(path)).trials}
                 for trial_id, run_id in tracker.trial_runs(stage).items():
-                    if trial_id in known:
+                    if trial_id in known and trial_id in done:
                         logger.runs[trial_id] = run_id
-                    else:  # started after Tune's last saved state: Tune will not continue it
+                    else:
                         tracker.client.delete_run(run_id)
-                tuner = tune.Tuner.restore(str(path), trainable(), resume_unfinished=True, resume_errored=True,
+                tuner = tune.Tuner.restore(str(path), trainable(done), resume_unfinished=True, resume_errored=True,
                                            param_space=kwargs.get("param_space"))
                 tuner._local_tuner.get_run_config().callbacks = config.callbacks
-                say(f"{stage}: restored {path}")
+                say(f"{stage}: restored {path} ({len(done)} finished trial(s) kept)")
                 return tuner, logger
-            return tune.Tuner(trainable(), run_config=config, **kwargs), logger
+            journal.reset()
+            logger = TrialLogger(tracker, cells, stage, journal)
+            return tune.Tuner(trainable({}), run_config=run_config(stage, logger, total), **kwargs), logger
 
         baselines_for(spec.scenario_list())
         scheduler = (CellScheduler(self.cells, spec.early_stopping.grace_period, spec.early_stopping.reduction_factor)

@@ -252,13 +252,18 @@ class Tracker:
 
 
 class TrialLogger(Callback):
-    """A Tune callback on the driver: a nested MLflow run per trial, per-epoch metrics, a final status."""
+    """A Tune callback on the driver: a nested MLflow run per trial, per-epoch metrics, a final status.
 
-    def __init__(self, tracker: Tracker, cells: dict, stage: str):
+    A finished trial's last result goes to the stage's journal before its run is marked FINISHED;
+    trials in ``replayed`` (finished before a crash, replayed on resume) are not logged again."""
+
+    def __init__(self, tracker: Tracker, cells: dict, stage: str, journal=None, replayed: set | None = None):
         self.tracker, self.cells, self.stage = tracker, cells, stage
+        self.journal, self.replayed = journal, set(replayed or ())
         self.runs: dict[str, str] = {}
         self.epochs: dict[str, int] = {}
         self.per_class: dict[str, list] = {}
+        self.last: dict[str, dict] = {}
 
     def setup(self, **info):
         if self.stage == "search" and self.tracker.study_run:
@@ -283,8 +288,9 @@ class TrialLogger(Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         run = self.runs.get(trial.trial_id)
-        if run is None:
+        if run is None or trial.trial_id in self.replayed:
             return
+        self.last[trial.trial_id] = result
         self.epochs[trial.trial_id] = int(result.get("epoch", 0))
         self.tracker.log_metrics(run, {k: result[k] for k in EPOCH_METRICS if k in result}, step=int(result.get("epoch", 0)))
         if result.get("fa_per_class") is not None:
@@ -296,11 +302,14 @@ class TrialLogger(Callback):
         run = self.runs.get(trial.trial_id)
         if run is None:
             return
-        config = trial.config.get("final", trial.config)
-        done = self.epochs.get(trial.trial_id, 0)
-        self.tracker.tag(run, {"epochs_done": done, "stopped_early": done < self.cells[config["cell"]].epochs})
-        if self.stage == "final" and trial.trial_id in self.per_class:
-            self.tracker.log_metrics(run, per_class_metrics(self.per_class.pop(trial.trial_id)), step=done)
+        if trial.trial_id not in self.replayed:
+            config = trial.config.get("final", trial.config)
+            done = self.epochs.get(trial.trial_id, 0)
+            self.tracker.tag(run, {"epochs_done": done, "stopped_early": done < self.cells[config["cell"]].epochs})
+            if self.stage == "final" and trial.trial_id in self.per_class:
+                self.tracker.log_metrics(run, per_class_metrics(self.per_class.pop(trial.trial_id)), step=done)
+            if self.journal is not None:
+                self.journal.append(trial.trial_id, self.last.pop(trial.trial_id, {}))
         self.tracker.end(run, "FINISHED")
 
     def on_trial_error(self, iteration, trials, trial, **info):

@@ -17,7 +17,13 @@ DIVERGED_GAP = 100.0
 search learns to avoid the region instead of crashing on it."""
 
 
-def unlearning_trial(config: dict, cells: dict, baselines: dict, datasets: dict, threads: int, falw_refresh_every: int):
+def unlearning_trial(config: dict, cells: dict, baselines: dict, datasets: dict, threads: int, falw_refresh_every: int,
+                     completed: dict | None = None):
+    """``completed`` holds the recorded last result of trials that finished before the study was
+    interrupted: such a trial reports it again instead of running."""
+    if completed and (done := completed.get(tune.get_context().get_trial_id())) is not None:
+        tune.report(done)
+        return
     started, started_at = time.perf_counter(), time.time()
     assigned = ray.get_runtime_context().get_assigned_resources()
     placement = {"started_at": started_at, "gpus": ",".join(map(str, ray.get_gpu_ids())),
