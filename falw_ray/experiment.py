@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -51,11 +51,14 @@ def run_method(
     on_epoch: Callable[[dict], None] | None = None,
     tensors=None,
     data=None,
+    eval_epochs: Collection[int] | None = None,
 ) -> RunResult:
-    """Unlearn from the original model with ``method`` and judge every epoch against the retrained model.
+    """Unlearn from the original model with ``method`` and judge it against the retrained model after
+    every epoch, or only after the (1-based) ``eval_epochs`` and the last: evaluation is a forward
+    pass over every split plus the MIA's SVC fit, often dearer than an unlearning epoch.
 
-    ``on_epoch`` receives a dict per epoch (epoch, metrics, gaps, elapsed unlearning seconds):
-    the hook a scheduler reports through. Run time excludes evaluation.
+    ``on_epoch`` receives a dict per evaluated epoch (epoch, metrics, gaps, elapsed unlearning
+    seconds): the hook a scheduler reports through. Run time excludes evaluation.
     """
     m, falw_on = resolve(method, falw)
     scenario = baselines.scenario
@@ -66,11 +69,15 @@ def run_method(
     hp_full = m.resolve(hp, falw_on)
     if m.name == "retrain":
         hp_full = {"lr": scenario.recipe.lr, "epochs": scenario.recipe.epochs, **dict(hp or {})}
+    total = int(epochs if epochs is not None else hp_full["epochs"])
+    wanted = None if eval_epochs is None else {int(e) for e in eval_epochs} | {total}
     history: list[dict] = []
     clock = {"eval": 0.0, "start": time.perf_counter()}
     reference = baselines.retrained_metrics
 
     def report(epoch: int, model) -> None:
+        if wanted is not None and epoch + 1 not in wanted:
+            return
         if device.type == "cuda":
             torch.cuda.synchronize()
         tick = time.perf_counter()

@@ -97,3 +97,15 @@ def test_history_reports_gaps_every_epoch(exp, digits_baselines):
     ref = digits_baselines.retrained_metrics
     assert seen[-1]["fa_gap"] == pytest.approx(abs(seen[-1]["fa"] - ref["fa"]))
     assert 0 < seen[0]["elapsed"] <= seen[-1]["elapsed"] == r.seconds
+
+
+def test_evaluating_fewer_epochs_leaves_the_run_unchanged(exp):
+    """A run judged only at chosen epochs (and always the last) trains exactly as one judged every epoch."""
+    every = exp.run("rl", hp={"lr": 0.01}, epochs=4)
+    seen = []
+    sparse = exp.run("rl", hp={"lr": 0.01}, epochs=4, eval_epochs=[2], on_epoch=seen.append)
+    assert [row["epoch"] for row in seen] == [2, 4] and seen == sparse.history
+    assert sparse.metrics == every.metrics and sparse.gaps == every.gaps
+    assert [h["avg_gap"] for h in sparse.history] == [every.history[1]["avg_gap"], every.history[3]["avg_gap"]]
+    for k, v in sparse.model.state_dict().items():
+        assert torch.equal(v, every.model.state_dict()[k]), k

@@ -86,8 +86,16 @@ def test_quickstart_mlflow_runs(first_run):
         assert r.data.tags["cell"] in {c.id for c in build_cells(study.spec)}
     falw_runs = [r for r in search if r.data.tags["falw"] == "on"]
     assert falw_runs and all("tau" in r.data.params for r in falw_runs)
-    history = client.get_metric_history(search[0].info.run_id, "avg_gap")
-    assert [m.step for m in history] == list(range(1, len(history) + 1))
+    # Judged at ASHA's rungs (grace period 2, reduction factor 2) and the last epoch, no others.
+    schedule = {5: [2, 4, 5], 10: [2, 4, 8, 10]}
+    cells = {c.id: c for c in build_cells(study.spec)}
+    for r in search + final:
+        steps = [m.step for m in client.get_metric_history(r.info.run_id, "avg_gap")]
+        epochs = cells[r.data.tags["cell"]].epochs
+        if r.data.tags["stage"] == "final":
+            assert steps == [epochs]
+        else:
+            assert steps == schedule[epochs][:len(steps)] and steps, steps
     assert sum(r.data.tags.get("best") == "true" for r in search) == 9
     artifacts = {a.path for a in client.list_artifacts(result.study_run_id)}
     assert {"table.csv", "table.md", "trials.csv"} <= artifacts

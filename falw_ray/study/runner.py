@@ -119,7 +119,7 @@ class Study:
     def _run(self, tracker: Tracker, root: Path, results_dir: Path, say, resume: bool) -> StudyResult:
         from ray import tune
 
-        from .search import CellScheduler, CellSearcher
+        from .search import CellScheduler, CellSearcher, rung_epochs
         from .shared import SharedObjects
         from .trainable import unlearning_trial
 
@@ -140,10 +140,20 @@ class Study:
                     secs = m["original_seconds"] if role == "original" else m["retrain_seconds"]
                     tracker.log_baseline(s, scenario_label(s), role, m[role], secs, ev[role])
 
-        def trainable(completed: dict):
+        def evaluated_epochs(stage: str) -> dict | None:
+            """Search trials are judged at ASHA's rungs and their last epoch, final runs at the last."""
+            if spec.search.evaluate == "every_epoch":
+                return None
+            es = spec.early_stopping
+            return {c.id: tuple(sorted({c.epochs, *(rung_epochs(es.grace_period, es.reduction_factor, c.epochs)
+                                                    if stage == "search" and es.enabled else ())}))
+                    for c in self.cells}
+
+        def trainable(stage: str, completed: dict):
             fn = tune.with_parameters(unlearning_trial, cells=cells, baselines=dict(shared.baselines),
                                       datasets=dict(shared.datasets), threads=max(1, int(res.cpu)),
-                                      falw_refresh_every=spec.search.falw_refresh_every, completed=completed)
+                                      falw_refresh_every=spec.search.falw_refresh_every, completed=completed,
+                                      evaluate=evaluated_epochs(stage))
             return tune.with_resources(fn, {"cpu": res.cpu, "gpu": res.gpu})
 
         def run_config(stage: str, logger: TrialLogger, total: int):
@@ -169,14 +179,14 @@ class Study:
                         logger.runs[trial_id] = run_id
                     else:
                         tracker.client.delete_run(run_id)
-                tuner = tune.Tuner.restore(str(path), trainable(done), resume_unfinished=True, resume_errored=True,
+                tuner = tune.Tuner.restore(str(path), trainable(stage, done), resume_unfinished=True, resume_errored=True,
                                            param_space=kwargs.get("param_space"))
                 tuner._local_tuner.get_run_config().callbacks = config.callbacks
                 say(f"{stage}: restored {path} ({len(done)} finished trial(s) kept)")
                 return tuner, logger
             journal.reset()
             logger = TrialLogger(tracker, cells, stage, journal)
-            return tune.Tuner(trainable({}), run_config=run_config(stage, logger, total), **kwargs), logger
+            return tune.Tuner(trainable(stage, {}), run_config=run_config(stage, logger, total), **kwargs), logger
 
         baselines_for(spec.scenario_list())
         scheduler = (CellScheduler(self.cells, spec.early_stopping.grace_period, spec.early_stopping.reduction_factor)

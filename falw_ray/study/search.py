@@ -3,6 +3,7 @@ each cell its own seeded Optuna TPE study and trial budget, and a scheduler that
 its own ASHA early stopping."""
 from __future__ import annotations
 
+import math
 import pickle
 import warnings
 
@@ -77,13 +78,22 @@ class CellSearcher(Searcher):
             self.__dict__.update(pickle.load(f))
 
 
+def rung_epochs(grace_period: int, reduction_factor: float, max_t: int) -> list[int]:
+    """The epochs at which ASHA compares a cell's trials (its rung milestones, as Ray's ASHA lays
+    them out), rounded up to whole epochs: the only epochs, with the last, that a search must evaluate."""
+    grace = min(grace_period, max_t)
+    rungs = int(math.log(max_t / grace) / math.log(reduction_factor) + 1)
+    return sorted({math.ceil(grace * reduction_factor ** k) for k in range(rungs)})
+
+
 class CellScheduler(FIFOScheduler):
-    """ASHA per cell: a trial is stopped early only against the trials of its own cell."""
+    """ASHA per cell: a trial is stopped early only against the trials of its own cell. Its clock is
+    the epoch a trial reports (not the count of reports), as trials report only at rungs."""
 
     def __init__(self, cells: list[Cell], grace_period: int, reduction_factor: float):
         super().__init__()
         self.ashas = {
-            c.id: ASHAScheduler(time_attr="training_iteration", metric=METRIC, mode=MODE, max_t=c.epochs,
+            c.id: ASHAScheduler(time_attr="epoch", metric=METRIC, mode=MODE, max_t=c.epochs,
                                 grace_period=min(grace_period, c.epochs), reduction_factor=reduction_factor)
             for c in cells
         }

@@ -201,6 +201,8 @@ class SearchSettings(_Strict):
     sampler_seed: int = 0
     max_concurrent: int | None = Field(None, ge=1)
     falw_refresh_every: int = Field(1, ge=0, description="FaLW statistics refresh, in steps (0: once per epoch)")
+    evaluate: Literal["rungs", "every_epoch"] = Field(
+        "rungs", description="epochs a trial is evaluated at: early stopping's rungs and the last (rungs), or all")
 
 
 class EarlyStopping(_Strict):

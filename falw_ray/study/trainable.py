@@ -18,8 +18,9 @@ search learns to avoid the region instead of crashing on it."""
 
 
 def unlearning_trial(config: dict, cells: dict, baselines: dict, datasets: dict, threads: int, falw_refresh_every: int,
-                     completed: dict | None = None):
-    """``completed`` holds the recorded last result of trials that finished before the study was
+                     completed: dict | None = None, evaluate: dict | None = None):
+    """``evaluate`` maps a cell to the epochs its trials are evaluated (and report) at; None: every
+    epoch. ``completed`` holds the recorded last result of trials that finished before the study was
     interrupted: such a trial reports it again instead of running."""
     if completed and (done := completed.get(tune.get_context().get_trial_id())) is not None:
         tune.report(done)
@@ -43,7 +44,8 @@ def unlearning_trial(config: dict, cells: dict, baselines: dict, datasets: dict,
 
     try:
         run_method(base, cell.method, cell.falw, hp=cell.hp(cfg), epochs=cell.epochs, batch_size=cell.batch_size,
-                   falw_refresh_every=falw_refresh_every, on_epoch=report, data=data)
+                   falw_refresh_every=falw_refresh_every, on_epoch=report, data=data,
+                   eval_epochs=None if evaluate is None else evaluate[cell.id])
     except DivergedError as e:
         tune.report({**placement, "avg_gap": DIVERGED_GAP, "diverged": True, "error": str(e), "cell": cell.id,
                      "seed": scenario.seed, "trial_seconds": time.perf_counter() - started})
