@@ -54,8 +54,8 @@ def load_arrays(model: nn.Module, state: StateArrays) -> nn.Module:
     return model
 
 
-def scenario_splits(scenario: Scenario) -> tuple[DatasetArrays, Splits]:
-    data = load_dataset(scenario.dataset, scenario.data_dir, scenario.download)
+def scenario_splits(scenario: Scenario, data: DatasetArrays | None = None) -> tuple[DatasetArrays, Splits]:
+    data = data if data is not None else load_dataset(scenario.dataset, scenario.data_dir, scenario.download)
     f = scenario.forget
     return data, make_splits(data, f.kind, f.ratio, f.gamma, f.classes, scenario.seed)
 
@@ -95,13 +95,16 @@ def train_role(
     return Trained(to_arrays(model), time.perf_counter() - start)
 
 
-def assemble(scenario: Scenario, original: Trained, retrained: Trained, device=None) -> Baselines:
-    """Baselines of one scenario: both models evaluated on its forget / retain / test sets."""
-    device = pick_device(device)
-    data, splits = scenario_splits(scenario)
-    t = scenario_tensors(data, splits, device)
-    metrics = {role: evaluate(model_from(scenario, data, tr.state, device), t)
-               for role, tr in (("original", original), ("retrained", retrained))}
+def assemble(scenario: Scenario, original: Trained, retrained: Trained, device=None,
+             metrics: dict | None = None, data: DatasetArrays | None = None) -> Baselines:
+    """Baselines of one scenario: both models evaluated on its forget / retain / test sets, unless
+    ``metrics`` (role -> metrics) recorded from that very evaluation are given."""
+    data, splits = scenario_splits(scenario, data)
+    if metrics is None:
+        device = pick_device(device)
+        t = scenario_tensors(data, splits, device)
+        metrics = {role: evaluate(model_from(scenario, data, tr.state, device), t)
+                   for role, tr in (("original", original), ("retrained", retrained))}
     return Baselines(
         scenario=scenario, splits=splits, original=original.state, retrained=retrained.state,
         original_metrics=metrics["original"], retrained_metrics=metrics["retrained"],

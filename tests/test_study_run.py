@@ -142,3 +142,34 @@ def test_fractional_gpus_pack_trials(tmp_path):
     with pytest.raises(ValueError, match="resources.gpu"):
         too_many = spec.model_copy(update={"resources": spec.resources.model_copy(update={"gpu": 2})})
         Study(too_many, "tiny").run(tracking_uri=f"sqlite:///{tmp_path / 'm.db'}", storage=tmp_path, progress=False)
+
+
+def test_stored_baselines_load_in_the_driver_and_a_corrupt_one_is_rebuilt(first_run, tmp_path):
+    """Warm entries need no Ray task; one whose weights fail their checksum is rebuilt by a task."""
+    import shutil
+
+    import torch
+
+    from falw_ray.baselines import model_from, tensors_for
+    from falw_ray.metrics import evaluate
+    from falw_ray.study.shared import SharedObjects, dataset_key
+
+    study, _, _, tmp = first_run
+    store = tmp_path / "baselines"
+    shutil.copytree(tmp / "store" / "baselines", store)
+    s0, s1 = (c.at_seed(s) for c in study.cells[:1] for s in (0, 1))
+    weights = store / "retrained" / s1.key() / "weights.pt"
+    weights.write_bytes(weights.read_bytes()[:100])
+    shared = SharedObjects()
+    shared.start([s0, s1], str(store), 1, 0)
+    assert list(shared.pending) == [s1.key()], "only the corrupt entry goes to a Ray task"
+    shared.wait([s0, s1], say=lambda _: None)
+    events = {e["key"]: e for e in shared.events}
+    assert (events[s0.key()]["original"], events[s0.key()]["retrained"]) == ("hit", "hit")
+    assert events[s1.key()]["retrained"] == "rebuilt"
+    warm, rebuilt = ray.get(shared.baselines[s0.key()]), ray.get(shared.baselines[s1.key()])
+    data = ray.get(shared.datasets[dataset_key(s0)])
+    again = evaluate(model_from(s0, data, warm.retrained, torch.device("cpu")), tensors_for(warm, torch.device("cpu"), data))
+    for k in ("fa", "ra", "ta", "fa_per_class"):
+        assert warm.retrained_metrics[k] == again[k], "the recorded metrics are the stored model's"
+    assert rebuilt.retrained_metrics["ta"] > 90

@@ -131,7 +131,8 @@ class Study:
         logged = {(r.data.tags["scenario"], r.data.tags["role"]) for r in tracker.children(tracker.study_run, "baseline")}
 
         def baselines_for(scenarios):
-            for s in shared.ensure(scenarios, store_root, res.cpu, res.gpu, say):
+            shared.start(scenarios, store_root, res.cpu, res.gpu)
+            for s in shared.wait(scenarios, say):
                 ev = next(e for e in shared.events if e["key"] == s.key())
                 m = ev["metrics"]
                 for role in ("original", "retrained"):
@@ -188,6 +189,9 @@ class Study:
             logger = TrialLogger(tracker, cells, stage, journal)
             return tune.Tuner(trainable(stage, {}), run_config=run_config(stage, logger, total), **kwargs), logger
 
+        # The final stage's seeds are known now: their baselines load or train alongside the search.
+        final_scenarios = list({s.key(): s for c in self.cells for s in map(c.at_seed, spec.final.seeds)}.values())
+        shared.start(spec.scenario_list() + final_scenarios, store_root, res.cpu, res.gpu)
         baselines_for(spec.scenario_list())
         scheduler = (CellScheduler(self.cells, spec.early_stopping.grace_period, spec.early_stopping.reduction_factor)
                      if spec.early_stopping.enabled else None)
@@ -206,7 +210,6 @@ class Study:
         say(f"search done: {len(trials)} trials; best Avg. Gap per cell:\n"
             + best[["cell", "avg_gap"]].to_string(index=False))
 
-        final_scenarios = [cells[c].at_seed(s) for c in best["cell"] for s in spec.final.seeds]
         baselines_for(final_scenarios)
         configs = [{"cell": row["cell"], "seed": s, **{k: row[k] for k in cells[row["cell"]].space}}
                    for _, row in best.iterrows() for s in spec.final.seeds]

@@ -13,9 +13,12 @@ import ray
 import torch
 
 from ..baselines import ROLES, Baselines, assemble, train_role
+from ..data.arrays import DatasetArrays
 from ..data.registry import load_dataset
 from ..scenario import Scenario
-from ..store import BaselineStore
+from ..store import BaselineStore, CorruptEntry
+
+METRICS = "metrics.json"
 
 
 def dataset_key(s: Scenario) -> str:
@@ -36,15 +39,34 @@ def build_baselines(scenario: Scenario, store_root: str, threads: int) -> tuple[
             log=lambda msg: print(f"falw-ray: {msg}", file=sys.stderr, flush=True),
         )
     b = assemble(scenario, trained["original"], trained["retrained"])
-    if events["retrained"] != "hit":
+    if events["retrained"] != "hit" or events["original"] != "hit":
         splits = io.BytesIO()
         np.savez(splits, **b.splits.as_dict())
         metrics = {"original": b.original_metrics, "retrained": b.retrained_metrics}
         store.attach("retrained", scenario.key(), {"splits.npz": splits.getvalue(),
-                                                    "metrics.json": json.dumps(metrics, indent=1).encode()})
-    events["metrics"] = {"original": b.original_metrics, "retrained": b.retrained_metrics,
-                         "original_seconds": b.original_seconds, "retrain_seconds": b.retrain_seconds}
-    return b, events
+                                                    METRICS: json.dumps(metrics, indent=1).encode()})
+    return b, {**events, "metrics": _event_metrics(b)}
+
+
+def stored_baselines(scenario: Scenario, store: BaselineStore, data) -> tuple[Baselines, dict] | None:
+    """Both baselines straight from the store, with the metrics recorded when they were built, or
+    None when anything is missing or fails its checksum (a task then rebuilds it). Cheap enough
+    for the driver: no Ray worker to start, nothing to evaluate."""
+    try:
+        original = store.load("original", scenario.original_key())
+        retrained = store.load("retrained", scenario.key())
+        metrics = json.loads((store.path("retrained", scenario.key()) / METRICS).read_text())
+    except (CorruptEntry, OSError, json.JSONDecodeError):
+        return None
+    if original is None or retrained is None:
+        return None
+    b = assemble(scenario, original, retrained, metrics=metrics, data=data)
+    return b, {"original": "hit", "retrained": "hit", "metrics": _event_metrics(b)}
+
+
+def _event_metrics(b: Baselines) -> dict:
+    return {"original": b.original_metrics, "retrained": b.retrained_metrics,
+            "original_seconds": b.original_seconds, "retrain_seconds": b.retrain_seconds}
 
 
 @dataclass
@@ -54,27 +76,49 @@ class SharedObjects:
     baselines: dict[str, ray.ObjectRef] = field(default_factory=dict)
     datasets: dict[str, ray.ObjectRef] = field(default_factory=dict)
     events: list[dict] = field(default_factory=list)
+    pending: dict[str, tuple[ray.ObjectRef, Scenario]] = field(default_factory=dict)
+    ready: dict[str, dict] = field(default_factory=dict)
+    arrays: dict[str, DatasetArrays] = field(default_factory=dict, repr=False)
 
-    def ensure(self, scenarios: list[Scenario], store_root: str, cpu: float, gpu: float, say=print) -> list[Scenario]:
-        """Build the baselines not yet here, all in parallel; returns the scenarios built now."""
-        new = {s.key(): s for s in scenarios if s.key() not in self.baselines}
-        pending = {}
+    def start(self, scenarios: list[Scenario], store_root: str, cpu: float, gpu: float) -> None:
+        """Put the stored baselines of these scenarios in the object store, and start Ray tasks to
+        build the others, all in parallel; returns without waiting for the tasks."""
+        store = BaselineStore(store_root)
         opts = {"num_cpus": cpu, "num_gpus": 1 if gpu > 0 else 0}
-        for s in new.values():
+        for s in scenarios:
+            key = s.key()
+            if key in self.baselines:
+                continue
             # Loaded here first: a download then happens once, before any task reads the folder.
             if (dk := dataset_key(s)) not in self.datasets:
-                self.datasets[dk] = ray.put(load_dataset(s.dataset, s.data_dir, s.download))
-        for key, s in new.items():
+                self.arrays[dk] = load_dataset(s.dataset, s.data_dir, s.download)
+                self.datasets[dk] = ray.put(self.arrays[dk])
+            if (found := stored_baselines(s, store, self.arrays[dk])) is not None:
+                self.baselines[key] = ray.put(found[0])
+                self.ready[key] = {"scenario": s, "key": key, **found[1]}
+                continue
             b_ref, e_ref = build_baselines.options(**opts).remote(s, store_root, int(cpu))
             self.baselines[key] = b_ref
-            pending[e_ref] = (key, s)
-        start, done = time.time(), 0
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            key, s = pending.pop(ready[0])
-            events = ray.get(ready[0])
-            done += 1
-            self.events.append({"scenario": s, "key": key, **events})
-            say(f"baselines {done}/{len(new)} ready: {s.name} (original: {events['original']}, "
-                f"retrained: {events['retrained']}, {time.time() - start:.0f}s)")
-        return list(new.values())
+            self.pending[key] = (e_ref, s)
+
+    def wait(self, scenarios: list[Scenario], say=print) -> list[Scenario]:
+        """Block until these scenarios' baselines are ready; returns those not reported before."""
+        keys = list(dict.fromkeys(s.key() for s in scenarios))
+        todo = [k for k in keys if k in self.pending or k in self.ready]
+        started, reported = time.time(), []
+
+        def report(event: dict) -> None:
+            self.events.append(event)
+            reported.append(event["scenario"])
+            say(f"baselines {len(reported)}/{len(todo)} ready: {event['scenario'].name} (original: "
+                f"{event['original']}, retrained: {event['retrained']}, {time.time() - started:.0f}s)")
+
+        for key in [k for k in todo if k in self.ready]:
+            report(self.ready.pop(key))
+        waiting = {self.pending[k][0]: k for k in todo if k in self.pending}
+        while waiting:
+            ready, _ = ray.wait(list(waiting), num_returns=1)
+            key = waiting.pop(ready[0])
+            _, s = self.pending.pop(key)
+            report({"scenario": s, "key": key, **ray.get(ready[0])})
+        return reported
