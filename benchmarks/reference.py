@@ -10,9 +10,10 @@ What "the reference way" means here, per run (one configuration per run, runs on
   and FaLW weights), but every batch comes from a DataLoader: ``ConcatDataset(forget, retain)``
   shuffled for the mixed layout, one loader per split otherwise; FaLW's validation statistics and
   SalUn's saliency pass also read their split through a DataLoader;
-- evaluation after every epoch: forget, retain and test through DataLoaders at the run's batch size
-  (predictions and true-class confidences in the same pass), then the MIA with the straightforward
-  scikit-learn SVC; results go to a list (a CSV at most), nothing else is tracked.
+- evaluation once the run has finished (``eval_every_epoch`` for after every epoch): forget, retain
+  and test through DataLoaders at the run's batch size (predictions and true-class confidences in
+  the same pass), then the MIA with the straightforward scikit-learn SVC; results go to a list (a
+  CSV at most), nothing else is tracked.
 """
 from __future__ import annotations
 
@@ -253,7 +254,7 @@ def load_original(store_root, scenario, data) -> nn.Module:
 
 
 def run_trial(store_root, scenario, method: str, falw: bool, hp: dict, epochs: int, batch_size: int,
-              falw_refresh_every: int = 1, num_workers: int = 0) -> dict:
+              falw_refresh_every: int = 1, num_workers: int = 0, eval_every_epoch: bool = False) -> dict:
     """One configuration, the reference way. Returns seconds (total, unlearning epochs, evaluation)."""
     import importlib
 
@@ -270,9 +271,12 @@ def run_trial(store_root, scenario, method: str, falw: bool, hp: dict, epochs: i
     model = load_original(store_root, scenario, data)
     m, falw_on = resolve(method, falw)
     history: list[dict] = []
-    clock = {"eval": 0.0}
+    clock = {"eval": 0.0, "epochs": 0}
 
     def on_epoch(epoch: int, model) -> None:
+        clock["epochs"] = epoch + 1
+        if not eval_every_epoch and epoch + 1 < epochs:
+            return
         s = time.perf_counter()
         history.append({"epoch": epoch + 1, **evaluate(model, t, batch_size)})
         clock["eval"] += time.perf_counter() - s
@@ -287,4 +291,4 @@ def run_trial(store_root, scenario, method: str, falw: bool, hp: dict, epochs: i
             diverged = True
     total = time.perf_counter() - start
     return {"seconds": total, "setup": setup, "eval": clock["eval"], "unlearn": total - setup - clock["eval"],
-            "epochs": len(history), "diverged": diverged, "history": history}
+            "epochs": clock["epochs"], "diverged": diverged, "history": history}
