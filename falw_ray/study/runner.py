@@ -25,9 +25,12 @@ QUIET_ENV = {
     "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
     "RAY_DEDUP_LOGS": "1",
     "RAY_AIR_NEW_OUTPUT": "0",
-    # Save Tune's experiment state after every controller step (not every 10 s or more): a driver
-    # killed mid-study then loses at most the step in flight, so resume re-runs no finished trial.
-    "TUNE_GLOBAL_CHECKPOINT_S": "0",
+    # Save Tune's experiment state at most every second (not every 10 s or more): a trial finished
+    # before a crash is then known to the restored state and replayed from the study's journal.
+    "TUNE_GLOBAL_CHECKPOINT_S": "1",
+    # Trials are tracked in MLflow: Tune's own per-trial JSON, CSV and TensorBoard files would only
+    # cost the controller loop time (and disk) on every result.
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
 }
 
 
@@ -178,6 +181,7 @@ class Study:
                 for trial_id, run_id in tracker.trial_runs(stage).items():
                     if trial_id in known and trial_id in done:
                         logger.runs[trial_id] = run_id
+                        tracker.ensure_result(run_id, done[trial_id], cells[done[trial_id]["cell"]].epochs)
                     else:
                         tracker.client.delete_run(run_id)
                 tuner = tune.Tuner.restore(str(path), trainable(stage, done), resume_unfinished=True, resume_errored=True,
@@ -203,7 +207,9 @@ class Study:
                 max_concurrent_trials=self.concurrency, reuse_actors=True,
             ),
         )
-        trials = _trials_frame(tuner.fit(), cells, search_logger.runs)
+        grid = tuner.fit()
+        search_logger.flush()
+        trials = _trials_frame(grid, cells, search_logger.runs)
         best = best_per_cell(trials, cells)
         for run_id in best["mlflow_run_id"].dropna():
             tracker.tag(run_id, {"best": "true"})
@@ -218,6 +224,7 @@ class Study:
             tune_config=tune.TuneConfig(max_concurrent_trials=self.concurrency, reuse_actors=True),
         )
         final_grid = final_tuner.fit()
+        final_logger.flush()
         final = _trials_frame(final_grid, cells, final_logger.runs, key="final")
         final["seconds"] = final["elapsed"]
         reference = _reference_frame(shared.events, {s.key() for s in final_scenarios})

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import json
 import os
+import queue
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -123,6 +125,16 @@ class Tracker:
         """trial id -> MLflow run of a study run's trials: a resumed trial keeps its run."""
         runs = self.children(self.study_run, "trial", f"tags.stage = '{stage}'")
         return {r.data.tags["trial_id"]: r.info.run_id for r in runs if "trial_id" in r.data.tags}
+
+    def ensure_result(self, run_id: str, result: dict, epochs: int) -> None:
+        """The last result of a trial that finished just before a crash, on its run exactly once
+        (its write may not have reached the store): metrics at its epoch, and the run's tags."""
+        epoch = int(result.get("epoch", 0))
+        if self.client.get_run(run_id).info.status == "FINISHED" or not epoch:
+            return
+        if epoch not in {m.step for m in self.client.get_metric_history(run_id, "avg_gap")}:
+            self.log_metrics(run_id, {k: result[k] for k in EPOCH_METRICS if k in result}, step=epoch)
+        self.tag(run_id, {"epochs_done": epoch, "stopped_early": epoch < epochs})
 
     def connect(self) -> None:
         """Reach the store and create the experiment, before any compute starts."""
@@ -251,11 +263,52 @@ class Tracker:
         return [r.info.run_id for r in runs]
 
 
+class Writer:
+    """Runs tracking writes in order on one background thread, so that Tune's controller loop (which
+    calls the callbacks, and through which every trial's results pass) never waits on the store."""
+
+    def __init__(self):
+        self._queue: queue.Queue = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self.errors: list[str] = []
+
+    def __getstate__(self) -> dict:
+        return {}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__()
+
+    def submit(self, fn, *args) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._drain, name="falw-ray-tracking", daemon=True)
+            self._thread.start()
+        self._queue.put((fn, args))
+
+    def _drain(self) -> None:
+        while True:
+            fn, args = self._queue.get()
+            try:
+                fn(*args)
+            except Exception as e:  # noqa: BLE001 - reported by flush(); the study's compute goes on
+                self.errors.append(f"{getattr(fn, '__name__', fn)}: {str(e).strip()[:200]}")
+            finally:
+                self._queue.task_done()
+
+    def flush(self) -> None:
+        """Wait until every write submitted so far is done; warn once about any that failed."""
+        self._queue.join()
+        if self.errors:
+            warnings.warn(f"falw_ray: {len(self.errors)} MLflow write(s) failed, first: {self.errors[0]}",
+                          RuntimeWarning, stacklevel=2)
+            self.errors.clear()
+
+
 class TrialLogger(Callback):
     """A Tune callback on the driver: a nested MLflow run per trial, per-epoch metrics, a final status.
 
-    A finished trial's last result goes to the stage's journal before its run is marked FINISHED;
-    trials in ``replayed`` (finished before a crash, replayed on resume) are not logged again."""
+    Writes go through a :class:`Writer` (call :meth:`flush` before reading the runs). A finished
+    trial's last result goes to the stage's journal before its run is marked FINISHED; trials in
+    ``replayed`` (finished before a crash, replayed on resume) only get their run closed."""
 
     def __init__(self, tracker: Tracker, cells: dict, stage: str, journal=None, replayed: set | None = None):
         self.tracker, self.cells, self.stage = tracker, cells, stage
@@ -264,54 +317,81 @@ class TrialLogger(Callback):
         self.epochs: dict[str, int] = {}
         self.per_class: dict[str, list] = {}
         self.last: dict[str, dict] = {}
+        self.writer = Writer()
+
+    def flush(self) -> None:
+        self.writer.flush()
 
     def setup(self, **info):
         if self.stage == "search" and self.tracker.study_run:
-            self.tracker.log_search_space(self.cells)
+            self.writer.submit(self.tracker.log_search_space, self.cells)
 
     def on_trial_start(self, iteration, trials, trial, **info):
         if trial.trial_id in self.runs:
             return
+        self.runs[trial.trial_id] = None  # filled in by the writer, which runs the writes in order
         config = trial.config.get("final", trial.config)
         cell = self.cells[config["cell"]]
         scenario = cell.at_seed(config["seed"]) if "seed" in config else cell.scenario
-        hp = cell.hp(config)
-        self.runs[trial.trial_id] = self.tracker.start_run(
-            f"{self.stage}/{cell.id}/{trial.trial_id}", parent=self.tracker.study_run,
-            params={"method": cell.method, "falw": cell.falw, "scenario": scenario.name, "dataset": scenario.dataset,
-                    "model": scenario.model, "forget": scenario.forget.label, "gamma": scenario.forget.gamma,
-                    "seed": scenario.seed, "epochs": cell.epochs, **hp},
-            tags={"kind": "trial", "stage": self.stage, "cell": cell.id, "method": cell.method,
-                  "falw": "on" if cell.falw else "off", "scenario": scenario.name, "label": scenario_label(scenario),
-                  "trial_id": trial.trial_id},
-        )
+        params = {"method": cell.method, "falw": cell.falw, "scenario": scenario.name, "dataset": scenario.dataset,
+                  "model": scenario.model, "forget": scenario.forget.label, "gamma": scenario.forget.gamma,
+                  "seed": scenario.seed, "epochs": cell.epochs, **cell.hp(config)}
+        tags = {"kind": "trial", "stage": self.stage, "cell": cell.id, "method": cell.method,
+                "falw": "on" if cell.falw else "off", "scenario": scenario.name, "label": scenario_label(scenario),
+                "trial_id": trial.trial_id}
+
+        def start(trial_id=trial.trial_id, name=f"{self.stage}/{cell.id}/{trial.trial_id}"):
+            self.runs[trial_id] = self.tracker.start_run(name, parent=self.tracker.study_run, params=params, tags=tags)
+
+        self.writer.submit(start)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        run = self.runs.get(trial.trial_id)
-        if run is None or trial.trial_id in self.replayed:
+        trial_id = trial.trial_id
+        if trial_id not in self.runs or trial_id in self.replayed:
             return
-        self.last[trial.trial_id] = result
-        self.epochs[trial.trial_id] = int(result.get("epoch", 0))
-        self.tracker.log_metrics(run, {k: result[k] for k in EPOCH_METRICS if k in result}, step=int(result.get("epoch", 0)))
+        self.last[trial_id] = result
+        epoch = int(result.get("epoch", 0))
+        self.epochs[trial_id] = epoch
         if result.get("fa_per_class") is not None:
-            self.per_class[trial.trial_id] = result["fa_per_class"]
-        if result.get("diverged"):
-            self.tracker.tag(run, {"diverged": "true"})
+            self.per_class[trial_id] = result["fa_per_class"]
+        metrics = {k: result[k] for k in EPOCH_METRICS if k in result}
+        diverged = bool(result.get("diverged"))
+
+        def log(trial_id=trial_id):
+            run = self.runs[trial_id]
+            self.tracker.log_metrics(run, metrics, step=epoch)
+            if diverged:
+                self.tracker.tag(run, {"diverged": "true"})
+
+        self.writer.submit(log)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        run = self.runs.get(trial.trial_id)
-        if run is None:
+        trial_id = trial.trial_id
+        if trial_id not in self.runs:
             return
-        if trial.trial_id not in self.replayed:
+        tags, per_class, done = {}, {}, 0
+        if trial_id not in self.replayed:
             config = trial.config.get("final", trial.config)
-            done = self.epochs.get(trial.trial_id, 0)
-            self.tracker.tag(run, {"epochs_done": done, "stopped_early": done < self.cells[config["cell"]].epochs})
-            if self.stage == "final" and trial.trial_id in self.per_class:
-                self.tracker.log_metrics(run, per_class_metrics(self.per_class.pop(trial.trial_id)), step=done)
+            done = self.epochs.get(trial_id, 0)
+            tags = {"epochs_done": done, "stopped_early": done < self.cells[config["cell"]].epochs}
+            if self.stage == "final" and trial_id in self.per_class:
+                per_class = per_class_metrics(self.per_class.pop(trial_id))
             if self.journal is not None:
-                self.journal.append(trial.trial_id, self.last.pop(trial.trial_id, {}))
-        self.tracker.end(run, "FINISHED")
+                self.journal.append(trial_id, self.last.pop(trial_id, {}))
+
+        def close(trial_id=trial_id):
+            run = self.runs[trial_id]
+            if tags:
+                self.tracker.tag(run, tags)
+            if per_class:
+                self.tracker.log_metrics(run, per_class, step=done)
+            self.tracker.end(run, "FINISHED")
+
+        self.writer.submit(close)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        if (run := self.runs.get(trial.trial_id)) is not None:
-            self.tracker.end(run, "FAILED")
+        if trial.trial_id in self.runs:
+            self.writer.submit(lambda trial_id=trial.trial_id: self.tracker.end(self.runs[trial_id], "FAILED"))
+
+    def on_experiment_end(self, trials, **info):
+        self.flush()
