@@ -76,6 +76,7 @@ def test_driver_killed_then_resumed(tmp_path):
                              capture_output=True, text=True, timeout=900)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "restored" in resumed.stderr
+    assert "Could not fetch metrics" not in resumed.stderr, "Tune reads back the per-trial files it needs"
 
     runs = trial_runs(uri, "soak")
     search = [r for r in runs if r.data.tags["stage"] == "search"]

@@ -28,8 +28,9 @@ QUIET_ENV = {
     # Save Tune's experiment state at most every second (not every 10 s or more): a trial finished
     # before a crash is then known to the restored state and replayed from the study's journal.
     "TUNE_GLOBAL_CHECKPOINT_S": "1",
-    # Trials are tracked in MLflow: Tune's own per-trial JSON, CSV and TensorBoard files would only
-    # cost the controller loop time (and disk) on every result.
+    # Trials are tracked in MLflow: of Tune's own per-trial files the study keeps progress.csv (which
+    # Tune's result objects read back), not the JSON and TensorBoard ones that cost the controller
+    # loop time (a file sync per result) on every report.
     "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
 }
 
@@ -121,6 +122,7 @@ class Study:
 
     def _run(self, tracker: Tracker, root: Path, results_dir: Path, say, resume: bool) -> StudyResult:
         from ray import tune
+        from ray.tune.logger import CSVLoggerCallback
 
         from .search import CellScheduler, CellSearcher, rung_epochs
         from .shared import SharedObjects
@@ -163,7 +165,7 @@ class Study:
         def run_config(stage: str, logger: TrialLogger, total: int):
             return tune.RunConfig(
                 name=f"{spec.name}-{stage}", storage_path=str(root / "ray"),
-                callbacks=[logger, ProgressLine(stage, total, say, cells)], verbose=0,
+                callbacks=[logger, ProgressLine(stage, total, say, cells), CSVLoggerCallback()], verbose=0,
                 failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
             )
 
