@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import torch.nn as nn
-import torchvision
 
 
 def resnet18(num_classes: int, input_shape: tuple[int, int, int]) -> nn.Module:
-    model = torchvision.models.resnet18(num_classes=num_classes)
+    from torchvision.models import resnet18 as build  # here: importing torchvision costs every worker ~1 s
+
+    model = build(num_classes=num_classes)
     model.conv1 = nn.Conv2d(input_shape[0], 64, kernel_size=3, stride=1, padding=1, bias=False)
     model.maxpool = nn.Identity()
     model.head_path = "fc"

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import torch.nn as nn
-import torchvision
 
 
 def vgg16_bn(num_classes: int, input_shape: tuple[int, int, int]) -> nn.Module:
-    model = torchvision.models.vgg16_bn(num_classes=num_classes)
+    from torchvision.models import vgg16_bn as build  # here: importing torchvision costs every worker ~1 s
+
+    model = build(num_classes=num_classes)
     if input_shape[0] != 3:
         model.features[0] = nn.Conv2d(input_shape[0], 64, kernel_size=3, padding=1)
     model.avgpool = nn.AdaptiveAvgPool2d(1)
