@@ -66,6 +66,20 @@ def test_quickstart_trials_table_and_files(first_run):
         assert set(np.load(entry / "splits.npz").files) >= {"forget", "retain", "val", "test"}
 
 
+def test_final_runs_rerun_each_cells_best_configuration(first_run):
+    """The searcher queues a cell's final runs when its search ends: the configuration
+    results.best_per_cell picks, once per final seed, each after every search trial of its cell."""
+    study, result, _, _ = first_run
+    cells = {c.id: c for c in study.cells}
+    for _, best in result.best.iterrows():
+        runs = result.final[result.final["cell"] == best["cell"]]
+        assert sorted(runs["seed"]) == [0, 1]
+        for k in cells[best["cell"]].space:
+            assert (runs[k] == best[k]).all(), (best["cell"], k)
+        searched = result.trials[result.trials["cell"] == best["cell"]]
+        assert runs["started_at"].min() >= searched["ended_at"].max()
+
+
 def test_quickstart_mlflow_runs(first_run):
     study, result, uri, _ = first_run
     client = MlflowClient(uri)

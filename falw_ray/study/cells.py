@@ -31,6 +31,11 @@ class Cell:
         return self.scenario.model_copy(update={"seed": seed})
 
 
+def trial_stage(config: dict) -> str:
+    """"final" for a final re-run (Tune config ``{"final": {...}}``), else "search"."""
+    return "final" if "final" in config else "search"
+
+
 def scenario_label(s: Scenario) -> str:
     return f"{s.dataset}-{s.model}-{s.forget.label}"
 

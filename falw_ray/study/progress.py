@@ -18,6 +18,8 @@ import time
 
 from ray.tune import Callback
 
+from .cells import trial_stage
+
 QUIET_EVERY = 300.0
 """Seconds between the one-line statuses of the quiet mode."""
 MAX_CELL_LINES = 24
@@ -71,18 +73,27 @@ class ProgressLine(Callback):
         self.outcome: dict[str, str] = {}
         self.cell_of: dict[str, str] = {}
         self.running: set[str] = set()
+        self.ended = False
 
     # ---------------------------------------------------------------------------- Tune hooks
 
     def on_trial_start(self, iteration, trials, trial, **info):
+        if not self._mine(trial):
+            return
+        if not self.cell_of:  # the stage's clock starts with its first trial
+            self.start = self.last_status = self.clock()
         self.cell_of[trial.trial_id] = self._cell(trial)
         self.running.add(trial.trial_id)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
+        if not self._mine(trial):
+            return
         self.last[trial.trial_id] = result
         self.cell_of.setdefault(trial.trial_id, self._cell(trial))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
+        if not self._mine(trial):
+            return
         result = self.last.get(trial.trial_id, {})
         cell = self.cells.get(self._cell(trial))
         if result.get("diverged"):
@@ -94,18 +105,28 @@ class ProgressLine(Callback):
         self._finish(trials, trial, how)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._finish(trials, trial, "failed")
+        if self._mine(trial):
+            self._finish(trials, trial, "failed")
 
     def on_step_end(self, iteration, trials, **info):
         now = self.clock()
-        if now - self.last_status >= self.every and (self.running or self.done):
+        if now - self.last_status >= self.every and self.running:
             self.last_status = now
             self.say(self.status(trials) if self.mode == "live" else self.headline(trials))
 
     def on_experiment_end(self, trials, **info):
-        self.say(f"stage ended: {self.headline(trials, final=True)}")
+        if not self.ended:
+            self._end(trials)
+
+    def _end(self, trials) -> None:
+        self.ended = True
+        self.say(f"stage ended: {self.headline(None, final=True)}")
 
     # ---------------------------------------------------------------------------- the text
+
+    def _mine(self, trial) -> bool:
+        """One Tune run holds both stages: each stage's progress counts its own trials."""
+        return trial_stage(trial.config) == self.stage
 
     def _cell(self, trial) -> str:
         return trial.config.get("final", trial.config).get("cell", "?")
@@ -123,16 +144,23 @@ class ProgressLine(Callback):
         if gap is not None and how in ("finished", "stopped early"):
             pool = self.best if how == "finished" else self.best_early
             pool[cell] = min(gap, pool.get(cell, float("inf")))
-        if self.mode != "live":
-            return
+        if self.mode == "live":
+            self._trial_line(trials, cell, how, result, gap)
+        if self.done >= self.total:
+            self._end(trials)
+
+    def _trial_line(self, trials, cell: str, how: str, result: dict, gap) -> None:
         elapsed = self.clock() - self.start
-        running = sum(1 for t in trials if t.status == "RUNNING")
+        running = self._running(trials)
         best = self.cell_best(cell)
         gap_txt = (f"avg_gap {gap:6.2f}" + (f" (cell best {best:.2f})" if best is not None else "")
                    if gap is not None else "no result")
         label = "done" if how == "finished" else how
         self.say(f"{self.stage} {self.done}/{self.total} [{running} running, {_duration(elapsed)}, "
                  f"~{_duration(self.eta())} left] {cell} {label} after {result.get('epoch', 0)} epoch(s): {gap_txt}")
+
+    def _running(self, trials) -> int:
+        return sum(1 for t in trials if t.status == "RUNNING" and self._mine(t))
 
     def cell_best(self, cell: str) -> float | None:
         """The best Avg. Gap so far as the study will pick it (results.best_per_cell): among the
@@ -170,7 +198,7 @@ class ProgressLine(Callback):
 
     def headline(self, trials=None, final: bool = False) -> str:
         c = self.counts()
-        running = (sum(1 for t in trials if t.status == "RUNNING") if trials is not None else len(self.running))
+        running = self._running(trials) if trials is not None else len(self.running)
         elapsed = self.clock() - self.start
         per_cell = self._per_cell()
         states = self.cell_states()

@@ -5,15 +5,17 @@ cells -> best configuration per cell -> final re-runs over seeds -> tables (CSV,
 """
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from .cells import Cell, build_cells, scenario_label
+from .cells import Cell, build_cells, scenario_label, trial_stage
 from .results import best_per_cell, final_table, format_table, to_markdown
 from .spec import StudyError, StudySpec, load_study, parse_study
 from .progress import ProgressLine
@@ -146,88 +148,71 @@ class Study:
                     secs = m["original_seconds"] if role == "original" else m["retrain_seconds"]
                     tracker.log_baseline(s, scenario_label(s), role, m[role], secs, ev[role])
 
-        def evaluated_epochs(stage: str) -> dict | None:
+        def evaluated_epochs() -> dict | None:
             """Search trials are judged at ASHA's rungs and their last epoch, final runs at the last."""
             if spec.search.evaluate == "every_epoch":
                 return None
             es = spec.early_stopping
-            return {c.id: tuple(sorted({c.epochs, *(rung_epochs(es.grace_period, es.reduction_factor, c.epochs)
-                                                    if stage == "search" and es.enabled else ())}))
-                    for c in self.cells}
+            rungs = {c.id: rung_epochs(es.grace_period, es.reduction_factor, c.epochs) if es.enabled else []
+                     for c in self.cells}
+            return {"search": {c.id: tuple(sorted({c.epochs, *rungs[c.id]})) for c in self.cells},
+                    "final": {c.id: (c.epochs,) for c in self.cells}}
 
-        def trainable(stage: str, completed: dict):
+        def trainable(completed: dict):
             fn = tune.with_parameters(unlearning_trial, cells=cells, baselines=dict(shared.baselines),
                                       datasets=dict(shared.datasets), threads=max(1, int(res.cpu)),
                                       falw_refresh_every=spec.search.falw_refresh_every, completed=completed,
-                                      evaluate=evaluated_epochs(stage))
+                                      evaluate=evaluated_epochs())
             return tune.with_resources(fn, {"cpu": res.cpu, "gpu": res.gpu})
 
-        def run_config(stage: str, logger: TrialLogger, total: int):
-            return tune.RunConfig(
-                name=f"{spec.name}-{stage}", storage_path=str(root / "ray"),
-                callbacks=[logger, ProgressLine(stage, total, say, cells), CSVLoggerCallback()], verbose=0,
-                failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
-            )
-
-        def tuner_for(stage: str, total: int, **kwargs):
-            """A new Tuner, or on resume the stage's stored experiment with fresh object references and
-            callbacks. A trial the journal holds as finished keeps its MLflow run and is replayed from
-            its recorded result; any other trial Tune runs again gets a fresh run in place of its old one."""
-            journal = Journal(root / "ray" / f"{spec.name}-{stage}.finished.jsonl")
-            path = root / "ray" / f"{spec.name}-{stage}"
-            if resume and tune.Tuner.can_restore(path):
-                done = journal.load()
-                logger = TrialLogger(tracker, cells, stage, journal, replayed=done)
-                config = run_config(stage, logger, total)
-                known = {t.trial_id for t in tune.ExperimentAnalysis(str(path)).trials}
-                for trial_id, run_id in tracker.trial_runs(stage).items():
-                    if trial_id in known and trial_id in done:
-                        logger.runs[trial_id] = run_id
-                        tracker.ensure_result(run_id, done[trial_id], cells[done[trial_id]["cell"]].epochs)
-                    else:
-                        tracker.client.delete_run(run_id)
-                tuner = tune.Tuner.restore(str(path), trainable(stage, done), resume_unfinished=True, resume_errored=True,
-                                           param_space=kwargs.get("param_space"))
-                tuner._local_tuner.get_run_config().callbacks = config.callbacks
-                say(f"{stage}: restored {path} ({len(done)} finished trial(s) kept)")
-                return tuner, logger
-            journal.reset()
-            logger = TrialLogger(tracker, cells, stage, journal)
-            return tune.Tuner(trainable(stage, {}), run_config=run_config(stage, logger, total), **kwargs), logger
-
-        # The final stage's seeds are known now: their baselines load or train alongside the search.
-        final_scenarios = list({s.key(): s for c in self.cells for s in map(c.at_seed, spec.final.seeds)}.values())
-        shared.start(spec.scenario_list() + final_scenarios, store_root, res.cpu, res.gpu)
-        baselines_for(spec.scenario_list())
-        scheduler = (CellScheduler(self.cells, spec.early_stopping.grace_period, spec.early_stopping.reduction_factor)
-                     if spec.early_stopping.enabled else None)
-        tuner, search_logger = tuner_for(
-            "search", len(self.cells) * spec.search.trials,
-            tune_config=tune.TuneConfig(
-                search_alg=CellSearcher(self.cells, spec.search.trials, spec.search.sampler_seed),
-                scheduler=scheduler, num_samples=len(self.cells) * spec.search.trials,
-                max_concurrent_trials=self.concurrency, reuse_actors=True,
-            ),
+        n_search, n_final = len(self.cells) * spec.search.trials, len(self.cells) * len(spec.final.seeds)
+        journal = Journal(root / "ray" / f"{spec.name}.finished.jsonl")
+        path = root / "ray" / spec.name
+        done = journal.load() if resume and tune.Tuner.can_restore(path) else {}
+        logger = TrialLogger(tracker, cells, journal, replayed=done)
+        run_config = tune.RunConfig(
+            name=spec.name, storage_path=str(root / "ray"), verbose=0,
+            callbacks=[logger, ProgressLine("search", n_search, say, cells), ProgressLine("final", n_final, say, cells),
+                       CSVLoggerCallback()],
+            failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
         )
+
+        # Every baseline first, the final stage's seeds too: a cell's final runs start as soon as its
+        # search is over, and no trial holds a CPU waiting for a baseline task that needs one.
+        final_scenarios = list({s.key(): s for c in self.cells for s in map(c.at_seed, spec.final.seeds)}.values())
+        baselines_for(list({s.key(): s for s in spec.scenario_list() + final_scenarios}.values()))
+        if resume and tune.Tuner.can_restore(path):
+            # A trial the journal holds as finished keeps its MLflow run and is replayed from its
+            # recorded result; any other trial Tune runs again gets a fresh run in place of its old one.
+            with _no_analysis_warnings():
+                known = {t.trial_id for t in tune.ExperimentAnalysis(str(path)).trials}
+            for trial_id, run_id in tracker.trial_runs().items():
+                if trial_id in known and trial_id in done:
+                    logger.runs[trial_id] = run_id
+                    tracker.ensure_result(run_id, done[trial_id], cells[done[trial_id]["cell"]].epochs)
+                else:
+                    tracker.client.delete_run(run_id)
+            with _no_analysis_warnings():
+                tuner = tune.Tuner.restore(str(path), trainable(done), resume_unfinished=True, resume_errored=True)
+            tuner._local_tuner.get_run_config().callbacks = run_config.callbacks
+            say(f"restored {path} ({len(done)} finished trial(s) kept)")
+        else:
+            journal.reset()
+            scheduler = (CellScheduler(self.cells, spec.early_stopping.grace_period,
+                                       spec.early_stopping.reduction_factor) if spec.early_stopping.enabled else None)
+            tuner = tune.Tuner(trainable({}), run_config=run_config, tune_config=tune.TuneConfig(
+                search_alg=CellSearcher(self.cells, spec.search.trials, spec.search.sampler_seed, spec.final.seeds),
+                scheduler=scheduler, num_samples=n_search + n_final,
+                max_concurrent_trials=self.concurrency, reuse_actors=True,
+            ))
         grid = tuner.fit()
-        search_logger.flush()
-        trials = _trials_frame(grid, cells, search_logger.runs)
+        logger.flush()
+        trials = _trials_frame(grid, cells, logger.runs, "search")
+        final = _trials_frame(grid, cells, logger.runs, "final")
         best = best_per_cell(trials, cells)
         for run_id in best["mlflow_run_id"].dropna():
             tracker.tag(run_id, {"best": "true"})
-        say(f"search done: {len(trials)} trials; best Avg. Gap per cell:\n"
-            + best[["cell", "avg_gap"]].to_string(index=False))
-
-        baselines_for(final_scenarios)
-        configs = [{"cell": row["cell"], "seed": s, **{k: row[k] for k in cells[row["cell"]].space}}
-                   for _, row in best.iterrows() for s in spec.final.seeds]
-        final_tuner, final_logger = tuner_for(
-            "final", len(configs), param_space={"final": tune.grid_search(configs)},
-            tune_config=tune.TuneConfig(max_concurrent_trials=self.concurrency, reuse_actors=True),
-        )
-        final_grid = final_tuner.fit()
-        final_logger.flush()
-        final = _trials_frame(final_grid, cells, final_logger.runs, key="final")
+        say(f"{len(trials)} search trials; best Avg. Gap per cell:\n" + best[["cell", "avg_gap"]].to_string(index=False))
         final["seconds"] = final["elapsed"]
         reference = _reference_frame(shared.events, {s.key() for s in final_scenarios})
         table = final_table(final[final["status"] == "finished"], reference)
@@ -239,11 +224,27 @@ class Study:
         return result
 
 
-def _trials_frame(grid, cells: dict, runs: dict, key: str | None = None) -> pd.DataFrame:
+@contextmanager
+def _no_analysis_warnings():
+    """Tune's ExperimentAnalysis (which Tuner.restore uses too) reads every saved trial's results back
+    and warns about trials that had not reported before the crash: expected on resume, so muted."""
+    log = logging.getLogger("ray.tune.analysis.experiment_analysis")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+def _trials_frame(grid, cells: dict, runs: dict, stage: str) -> pd.DataFrame:
+    """One row per trial of a stage ("search" or "final"), in the order Tune created them."""
     rows = []
     for r in grid:
         config = r.config or {}
-        config = config.get(key, config) if key else config
+        if trial_stage(config) != stage:
+            continue
+        config = config.get("final", config)
         if "cell" not in config:  # failed past its retries before reporting anything
             rows.append({"status": "error", "error": str(r.error)[:300]})
             continue

@@ -29,13 +29,21 @@ def optuna_space(space: dict[str, Param]) -> dict[str, optuna.distributions.Base
 
 
 class CellSearcher(Searcher):
-    """Round-robins new trials over cells with budget left; each cell's Optuna study sees only its trials."""
+    """Round-robins new trials over cells with budget left; each cell's Optuna study sees only its trials.
 
-    def __init__(self, cells: list[Cell], trials_per_cell: int, seed: int = 0):
+    With ``final_seeds``, a cell whose search trials have all completed gets its final re-runs next:
+    its best configuration (as ``results.best_per_cell`` picks it) once per seed, as trials with
+    config ``{"final": {"cell", "seed", **hp}}``. So one Tune run holds the whole study, and no cell
+    waits for the slowest cell's search before its final runs start."""
+
+    def __init__(self, cells: list[Cell], trials_per_cell: int, seed: int = 0, final_seeds: list[int] | None = None):
         super().__init__(metric=METRIC, mode=MODE)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.cells = [c.id for c in cells]
+        self.epochs = {c.id: c.epochs for c in cells}
+        self.space = {c.id: list(c.space) for c in cells}
         self.budget = trials_per_cell
+        self.final_seeds = list(final_seeds or [])
         self.searchers = {
             c.id: OptunaSearch(space=optuna_space(c.space), metric=METRIC, mode=MODE,
                                sampler=optuna.samplers.TPESampler(seed=seed + i, n_startup_trials=min(4, trials_per_cell)))
@@ -43,18 +51,23 @@ class CellSearcher(Searcher):
         }
         self.started = {c.id: 0 for c in cells}
         self.owner: dict[str, str] = {}
+        self.configs: dict[str, dict] = {}
+        self.outcomes: dict[str, dict[str, tuple]] = {c.id: {} for c in cells}  # trial -> (order, rank, gap)
+        self.finals: list[dict] = []
+        self.final_cells: set[str] = set()
 
     def suggest(self, trial_id: str):
+        if self.finals:
+            return self.finals.pop(0)
         open_cells = [c for c in self.cells if self.started[c] < self.budget]
         if not open_cells:
-            return Searcher.FINISHED
+            waiting = self.final_seeds and len(self.final_cells) < len(self.cells)
+            return None if waiting else Searcher.FINISHED
         cell = min(open_cells, key=lambda c: self.started[c])
         self.started[cell] += 1
         self.owner[trial_id] = cell
-        if self.searchers[cell]._space:
-            config = self.searchers[cell].suggest(trial_id)
-        else:
-            config = {}
+        config = self.searchers[cell].suggest(trial_id) if self.searchers[cell]._space else {}
+        self.configs[trial_id] = config
         return {"cell": cell, **config}
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
@@ -66,8 +79,32 @@ class CellSearcher(Searcher):
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         cell = self.owner.get(trial_id)
-        if cell and self.searchers[cell]._space:
+        if cell is None:
+            return
+        if self.searchers[cell]._space:
             self.searchers[cell].on_trial_complete(trial_id, result, error)
+        order = list(self.owner).index(trial_id)
+        if error or not result or METRIC not in result:
+            self.outcomes[cell][trial_id] = (order, None, None)
+        else:
+            finished = not result.get("diverged") and result.get("epoch") == self.epochs[cell]
+            gap = float(result[METRIC])
+            self.outcomes[cell][trial_id] = (order, 0 if finished else 1, math.inf if math.isnan(gap) else gap)
+        if self.final_seeds and len(self.outcomes[cell]) == self.budget and cell not in self.final_cells:
+            self.final_cells.add(cell)
+            best = self.best(cell)
+            if best is not None:
+                hp = {k: self.configs[best][k] for k in self.space[cell]}
+                self.finals += [{"final": {"cell": cell, "seed": s, **hp}} for s in self.final_seeds]
+
+    def best(self, cell: str) -> str | None:
+        """The trial ``results.best_per_cell`` picks: the lowest Avg. Gap among trials that ran every
+        epoch (any that did not fail, when none did), the earliest on a tie."""
+        done = {t: o for t, o in self.outcomes[cell].items() if o[1] is not None}
+        if not done:
+            return None
+        rank = min(o[1] for o in done.values())
+        return min((t for t, o in done.items() if o[1] == rank), key=lambda t: (done[t][2], done[t][0]))
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as f:

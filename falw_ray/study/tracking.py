@@ -30,7 +30,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
-from .cells import scenario_label
+from .cells import scenario_label, trial_stage
 
 PARENT = "mlflow.parentRunId"
 EPOCH_METRICS = (
@@ -121,9 +121,9 @@ class Tracker:
         self.study_run = run_id
         return run_id
 
-    def trial_runs(self, stage: str) -> dict[str, str]:
+    def trial_runs(self) -> dict[str, str]:
         """trial id -> MLflow run of a study run's trials: a resumed trial keeps its run."""
-        runs = self.children(self.study_run, "trial", f"tags.stage = '{stage}'")
+        runs = self.children(self.study_run, "trial")
         return {r.data.tags["trial_id"]: r.info.run_id for r in runs if "trial_id" in r.data.tags}
 
     def ensure_result(self, run_id: str, result: dict, epochs: int) -> None:
@@ -310,8 +310,8 @@ class TrialLogger(Callback):
     trial's last result goes to the stage's journal before its run is marked FINISHED; trials in
     ``replayed`` (finished before a crash, replayed on resume) only get their run closed."""
 
-    def __init__(self, tracker: Tracker, cells: dict, stage: str, journal=None, replayed: set | None = None):
-        self.tracker, self.cells, self.stage = tracker, cells, stage
+    def __init__(self, tracker: Tracker, cells: dict, journal=None, replayed: set | None = None):
+        self.tracker, self.cells = tracker, cells
         self.journal, self.replayed = journal, set(replayed or ())
         self.runs: dict[str, str] = {}
         self.epochs: dict[str, int] = {}
@@ -323,24 +323,25 @@ class TrialLogger(Callback):
         self.writer.flush()
 
     def setup(self, **info):
-        if self.stage == "search" and self.tracker.study_run:
+        if self.tracker.study_run:
             self.writer.submit(self.tracker.log_search_space, self.cells)
 
     def on_trial_start(self, iteration, trials, trial, **info):
         if trial.trial_id in self.runs:
             return
         self.runs[trial.trial_id] = None  # filled in by the writer, which runs the writes in order
+        stage = trial_stage(trial.config)
         config = trial.config.get("final", trial.config)
         cell = self.cells[config["cell"]]
         scenario = cell.at_seed(config["seed"]) if "seed" in config else cell.scenario
         params = {"method": cell.method, "falw": cell.falw, "scenario": scenario.name, "dataset": scenario.dataset,
                   "model": scenario.model, "forget": scenario.forget.label, "gamma": scenario.forget.gamma,
                   "seed": scenario.seed, "epochs": cell.epochs, **cell.hp(config)}
-        tags = {"kind": "trial", "stage": self.stage, "cell": cell.id, "method": cell.method,
+        tags = {"kind": "trial", "stage": stage, "cell": cell.id, "method": cell.method,
                 "falw": "on" if cell.falw else "off", "scenario": scenario.name, "label": scenario_label(scenario),
                 "trial_id": trial.trial_id}
 
-        def start(trial_id=trial.trial_id, name=f"{self.stage}/{cell.id}/{trial.trial_id}"):
+        def start(trial_id=trial.trial_id, name=f"{stage}/{cell.id}/{trial.trial_id}"):
             self.runs[trial_id] = self.tracker.start_run(name, parent=self.tracker.study_run, params=params, tags=tags)
 
         self.writer.submit(start)
@@ -374,7 +375,7 @@ class TrialLogger(Callback):
             config = trial.config.get("final", trial.config)
             done = self.epochs.get(trial_id, 0)
             tags = {"epochs_done": done, "stopped_early": done < self.cells[config["cell"]].epochs}
-            if self.stage == "final" and trial_id in self.per_class:
+            if trial_stage(trial.config) == "final" and trial_id in self.per_class:
                 per_class = per_class_metrics(self.per_class.pop(trial_id))
             if self.journal is not None:
                 self.journal.append(trial_id, self.last.pop(trial_id, {}))
