@@ -25,7 +25,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 
@@ -158,7 +157,7 @@ def _batches(state, layout: str) -> Iterator:
 def _val_stats(model: nn.Module, x, y, num_classes: int, batch_size: int = 256):
     """FaLW's per-class mean / std of the true-class probability, over a validation DataLoader.
     ``x`` is the reference's validation Dataset (the weigher is built with it in place of a tensor)."""
-    from falw_ray.unlearn.falw import SIGMA_FLOOR
+    from falw_ray.unlearn.falw import stats_of
 
     was_training = model.training
     model.eval()
@@ -167,27 +166,14 @@ def _val_stats(model: nn.Module, x, y, num_classes: int, batch_size: int = 256):
         conf.append(model(xb).float().softmax(1).gather(1, yb[:, None]).squeeze(1))
         labels.append(yb)
     model.train(was_training)
-    p, y = torch.cat(conf), torch.cat(labels)
-    counts = torch.bincount(y, minlength=num_classes).clamp(min=1).float()
-    mu = torch.zeros(num_classes).index_add_(0, y, p) / counts
-    m2 = torch.zeros(num_classes).index_add_(0, y, p * p) / counts
-    return mu, (m2 - mu * mu).clamp(min=0).sqrt().clamp(min=SIGMA_FLOOR)
+    return stats_of(torch.cat(conf), torch.cat(labels), num_classes)
 
 
 def _saliency(model, x, y, ratio: float, batch_size: int):
     """SalUn's mask over a forget DataLoader (``x`` is the forget Dataset)."""
-    was_training = model.training
-    model.eval()
-    model.zero_grad(set_to_none=True)
-    for xb, yb in DataLoader(x, batch_size=batch_size, shuffle=False):
-        (-F.cross_entropy(model(xb), yb)).backward()
-    grads = {n: p.grad.detach().abs() for n, p in model.named_parameters() if p.grad is not None}
-    model.zero_grad(set_to_none=True)
-    model.train(was_training)
-    flat = torch.cat([g.flatten() for g in grads.values()])
-    keep = max(1, int(round(ratio * flat.numel())))
-    threshold = torch.topk(flat, keep, sorted=True).values[-1]
-    return {n: (g >= threshold).to(g.dtype) for n, g in grads.items()}
+    from falw_ray.unlearn.salun import saliency_from_batches
+
+    return saliency_from_batches(model, DataLoader(x, batch_size=batch_size, shuffle=False), ratio)
 
 
 @contextlib.contextmanager

@@ -47,12 +47,15 @@ def class_confidence_stats(model: nn.Module, x: torch.Tensor, y: torch.Tensor, n
             logits = model(x[start:start + batch_size])
         conf.append(logits.float().softmax(1).gather(1, y[start:start + batch_size, None]).squeeze(1))
     model.train(was_training)
-    p = torch.cat(conf)
+    return stats_of(torch.cat(conf), y, num_classes)
+
+
+def stats_of(p: torch.Tensor, y: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-class mean and population std (floored) of true-class probabilities ``p`` with labels ``y``."""
     counts = torch.bincount(y, minlength=num_classes).clamp(min=1).float()
     mu = torch.zeros(num_classes, device=p.device).index_add_(0, y, p) / counts
     m2 = torch.zeros(num_classes, device=p.device).index_add_(0, y, p * p) / counts
-    sigma = (m2 - mu * mu).clamp(min=0).sqrt().clamp(min=SIGMA_FLOOR)
-    return mu, sigma
+    return mu, (m2 - mu * mu).clamp(min=0).sqrt().clamp(min=SIGMA_FLOOR)
 
 
 class FalwWeigher:

@@ -12,12 +12,17 @@ from .rl import PARAMS, draw_labels, loss
 
 def saliency_mask(model, x, y, ratio: float, batch_size: int) -> dict[str, torch.Tensor]:
     """1 on the ``ratio`` share of weights with the largest |d(-CE on forget)/dw|, 0 elsewhere."""
+    rows = (r.to(x.device) for r in index_batches(len(x), batch_size, None, shuffle=False))
+    return saliency_from_batches(model, ((x[r], y[r]) for r in rows), ratio)
+
+
+def saliency_from_batches(model, batches, ratio: float) -> dict[str, torch.Tensor]:
+    """:func:`saliency_mask` over any iterable of forget batches ``(x, y)``."""
     was_training = model.training
     model.eval()
     model.zero_grad(set_to_none=True)
-    for rows in index_batches(len(x), batch_size, None, shuffle=False):
-        rows = rows.to(x.device)
-        (-F.cross_entropy(model(x[rows]), y[rows])).backward()
+    for xb, yb in batches:
+        (-F.cross_entropy(model(xb), yb)).backward()
     grads = {n: p.grad.detach().abs() for n, p in model.named_parameters() if p.grad is not None}
     model.zero_grad(set_to_none=True)
     model.train(was_training)
