@@ -52,13 +52,15 @@ def run_method(
     tensors=None,
     data=None,
     eval_epochs: Collection[int] | None = None,
+    compile: bool = False,
 ) -> RunResult:
     """Unlearn from the original model with ``method`` and judge it against the retrained model after
     every epoch, or only after the (1-based) ``eval_epochs`` and the last: evaluation is a forward
     pass over every split plus the MIA's SVC fit, often dearer than an unlearning epoch.
 
     ``on_epoch`` receives a dict per evaluated epoch (epoch, metrics, gaps, elapsed unlearning
-    seconds): the hook a scheduler reports through. Run time excludes evaluation.
+    seconds): the hook a scheduler reports through. Run time excludes evaluation. ``compile``
+    compiles the model with torch.compile first (see ``unlearn``).
     """
     m, falw_on = resolve(method, falw)
     scenario = baselines.scenario
@@ -96,7 +98,8 @@ def run_method(
 
     unlearn(model, m, t, hp=hp_full, falw=falw_on, epochs=epochs,
             batch_size=batch_size or UNLEARN_BATCH_SIZE.get(scenario.dataset, 512),
-            seed=scenario.seed if seed is None else seed, falw_refresh_every=falw_refresh_every, on_epoch=report)
+            seed=scenario.seed if seed is None else seed, falw_refresh_every=falw_refresh_every, on_epoch=report,
+            compile=compile)
     last = history[-1]
     final = {k: last[k] for k in (*SUMMARY, "fa_per_class")}
     seconds = last["elapsed"]

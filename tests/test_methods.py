@@ -109,3 +109,11 @@ def test_evaluating_fewer_epochs_leaves_the_run_unchanged(exp):
     assert [h["avg_gap"] for h in sparse.history] == [every.history[1]["avg_gap"], every.history[3]["avg_gap"]]
     for k, v in sparse.model.state_dict().items():
         assert torch.equal(v, every.model.state_dict()[k]), k
+
+
+def test_compiled_run_reaches_the_same_result(exp):
+    """torch.compile behind the switch: the run completes and judges the model as the eager one."""
+    eager = exp.run("ft", hp={"lr": 0.1}, epochs=1)
+    compiled = exp.run("ft", hp={"lr": 0.1}, epochs=1, compile=True)
+    assert compiled.metrics["ra"] == pytest.approx(eager.metrics["ra"], abs=1.0)
+    assert compiled.gaps["avg_gap"] == pytest.approx(eager.gaps["avg_gap"], abs=2.0)

@@ -373,3 +373,12 @@ def test_tau_override_applies_only_with_falw(tmp_path):
 def test_method_epochs_and_batch_size_reach_the_cells(tmp_path):
     spec = load_study(write(tmp_path, with_method("name: rl\nepochs: 4\nbatch_size: 512\n")))
     assert {(c.epochs, c.batch_size) for c in build_cells(spec)} == {(4, 512)}
+
+
+def test_evaluation_and_compile_settings(tmp_path):
+    spec = load_study(write(tmp_path, BASE + "search: {evaluate: every_epoch, compile: true}\n"))
+    assert spec.search.evaluate == "every_epoch" and spec.search.compile is True
+    default = load_study(write(tmp_path, BASE, "default.yaml"))
+    assert default.search.evaluate == "rungs" and default.search.compile is False
+    assert_error(write(tmp_path, BASE + "search: {evaluate: sometimes}\n", "bad.yaml"),
+                 "search.evaluate", "'rungs' or 'every_epoch'")

@@ -162,7 +162,7 @@ class Study:
             fn = tune.with_parameters(unlearning_trial, cells=cells, baselines=dict(shared.baselines),
                                       datasets=dict(shared.datasets), threads=max(1, int(res.cpu)),
                                       falw_refresh_every=spec.search.falw_refresh_every, completed=completed,
-                                      evaluate=evaluated_epochs())
+                                      evaluate=evaluated_epochs(), compile=spec.search.compile)
             return tune.with_resources(fn, {"cpu": res.cpu, "gpu": res.gpu})
 
         n_search, n_final = len(self.cells) * spec.search.trials, len(self.cells) * len(spec.final.seeds)

@@ -203,6 +203,7 @@ class SearchSettings(_Strict):
     falw_refresh_every: int = Field(1, ge=0, description="FaLW statistics refresh, in steps (0: once per epoch)")
     evaluate: Literal["rungs", "every_epoch"] = Field(
         "rungs", description="epochs a trial is evaluated at: early stopping's rungs and the last (rungs), or all")
+    compile: bool = Field(False, description="torch.compile each trial's model: pays on long GPU trials only")
 
 
 class EarlyStopping(_Strict):

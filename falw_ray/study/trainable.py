@@ -18,7 +18,7 @@ search learns to avoid the region instead of crashing on it."""
 
 
 def unlearning_trial(config: dict, cells: dict, baselines: dict, datasets: dict, threads: int, falw_refresh_every: int,
-                     completed: dict | None = None, evaluate: dict | None = None):
+                     completed: dict | None = None, evaluate: dict | None = None, compile: bool = False):
     """One search trial, or a final re-run when ``config`` is ``{"final": {...}}``.
 
     ``evaluate`` maps a stage ("search" or "final") and a cell to the epochs its trials are
@@ -47,7 +47,7 @@ def unlearning_trial(config: dict, cells: dict, baselines: dict, datasets: dict,
     try:
         run_method(base, cell.method, cell.falw, hp=cell.hp(cfg), epochs=cell.epochs, batch_size=cell.batch_size,
                    falw_refresh_every=falw_refresh_every, on_epoch=report, data=data,
-                   eval_epochs=None if evaluate is None else evaluate[stage][cell.id])
+                   eval_epochs=None if evaluate is None else evaluate[stage][cell.id], compile=compile)
     except DivergedError as e:
         tune.report({**placement, "avg_gap": DIVERGED_GAP, "diverged": True, "error": str(e), "cell": cell.id,
                      "seed": scenario.seed, "trial_seconds": time.perf_counter() - started})
