@@ -1,7 +1,8 @@
 """The Study API: run a study file on the local machine or a connected Ray cluster.
 
-Data flow: spec -> cells -> baselines (Ray tasks, store, object refs) -> one Tune search over all
-cells -> best configuration per cell -> final re-runs over seeds -> tables (CSV, Markdown, MLflow).
+Data flow: spec -> cells -> baselines (store, Ray tasks for missing ones, object refs) -> one Tune run
+over all cells: each cell's search, then as soon as it ends its best configuration re-run over the
+final seeds -> tables (CSV, Markdown, MLflow) and plots.
 """
 from __future__ import annotations
 
