@@ -62,6 +62,40 @@ def cli_validate(*paths: Path | str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
+ONE_FIELD_ERRORS = [
+    pytest.param(BASE + "search: {trials: many}\n",
+                 ("search.trials", "valid integer", "'many'"), id="wrong_type"),
+    pytest.param(BASE + "search: {trials: 0}\n",
+                 ("search.trials", "greater than or equal to 1", "got 0"), id="zero_trials"),
+    pytest.param(BASE + "resources: {cpu: -1}\n",
+                 ("resources.cpu", "greater than 0", "got -1"), id="negative_cpu"),
+    pytest.param(BASE + "resources: {gpu: 1.5}\n",
+                 ("resources.gpu", "fraction of one GPU (<= 1)"), id="fractional_gpu_above_one"),
+    pytest.param(BASE.replace("ratio: 0.1", "ratio: 1.5"),
+                 ("scenarios[0].forget.ratio", "less than 1", "got 1.5"), id="forget_ratio_out_of_range"),
+    pytest.param(BASE.replace("gamma: 1.0", "gamma: [0.5, 1, 1]"),
+                 ("scenarios[0].forget", "gamma", "repeats"), id="repeated_gamma_in_a_sweep"),
+    pytest.param(BASE.replace("dataset: digits", "dataset: mnist"),
+                 ("scenarios[0].dataset", "unknown dataset 'mnist'", "'cifar10'"), id="unknown_dataset"),
+    pytest.param(BASE.replace("dataset: digits", "dataset: digits\n    model: resnet50"),
+                 ("scenarios[0].model", "unknown model 'resnet50'", "'resnet18'"), id="unknown_model"),
+    pytest.param(BASE.replace("dataset: digits", "dataset: cifar10"),
+                 ("scenarios[0]", "data_dir", "'cifar10'"), id="cifar10_without_data_dir"),
+    pytest.param(with_method("name: gd\n"),
+                 ("methods[0].name", "unknown method 'gd'", "'ga'"), id="unknown_method"),
+    pytest.param(with_method("name: ga\nspace: {lr: {low: 0.1, high: 0.001}}\n"),
+                 ("methods[0].space", "lr", "low (0.1) must be below high (0.001)"), id="reversed_search_bounds"),
+    pytest.param(with_method("name: ga\nspace: {lr: {low: 0, high: 0.1, log: true}}\n"),
+                 ("methods[0].space", "lr", "log range needs low > 0"), id="log_range_needs_positive_low"),
+]
+
+
+@pytest.mark.parametrize("text,fragments", ONE_FIELD_ERRORS)
+def test_one_bad_field_is_named_with_what_was_expected(tmp_path, text, fragments):
+    """Each case: the study file with one bad field, and what the error must say about it."""
+    assert_error(write(tmp_path, text), *fragments)
+
+
 # --- the file itself ---------------------------------------------------------------------------
 
 def test_malformed_yaml_names_line_and_column(tmp_path):
@@ -104,33 +138,12 @@ def test_unknown_key_inside_forget_and_recipe(tmp_path):
     assert_error(path, "scenarios[0].recipe.epocs", "'epochs'")
 
 
-def test_wrong_type(tmp_path):
-    assert_error(write(tmp_path, BASE + "search: {trials: many}\n"), "search.trials", "valid integer", "'many'")
-
-
-def test_zero_trials(tmp_path):
-    assert_error(write(tmp_path, BASE + "search: {trials: 0}\n"), "search.trials", "greater than or equal to 1", "got 0")
-
-
-def test_negative_cpu(tmp_path):
-    assert_error(write(tmp_path, BASE + "resources: {cpu: -1}\n"), "resources.cpu", "greater than 0", "got -1")
-
-
-def test_fractional_gpu_above_one(tmp_path):
-    assert_error(write(tmp_path, BASE + "resources: {gpu: 1.5}\n"), "resources.gpu", "fraction of one GPU (<= 1)")
-
-
 def test_whole_gpus_and_fractions_are_fine(tmp_path):
     assert load_study(write(tmp_path, BASE + "resources: {cpu: 4, gpu: 2}\n")).resources.gpu == 2
     assert load_study(write(tmp_path, BASE + "resources: {cpu: 1, gpu: 0.25}\n")).resources.gpu == 0.25
 
 
 # --- scenarios -------------------------------------------------------------------------------------
-
-def test_forget_ratio_out_of_range(tmp_path):
-    path = write(tmp_path, BASE.replace("ratio: 0.1", "ratio: 1.5"))
-    assert_error(path, "scenarios[0].forget.ratio", "less than 1", "got 1.5")
-
 
 def test_negative_gamma(tmp_path):
     path = write(tmp_path, BASE.replace("gamma: 1.0", "gamma: -1"))
@@ -143,26 +156,6 @@ def test_gamma_of_the_wrong_type_is_one_message(tmp_path):
     path = write(tmp_path, BASE.replace("gamma: 1.0", "gamma: steep"))
     msg = assert_error(path, "scenarios[0].forget.gamma", "a number or a list of numbers", "'steep'")
     assert len(msg.splitlines()) == 1
-
-
-def test_repeated_gamma_in_a_sweep(tmp_path):
-    path = write(tmp_path, BASE.replace("gamma: 1.0", "gamma: [0.5, 1, 1]"))
-    assert_error(path, "scenarios[0].forget", "gamma", "repeats")
-
-
-def test_unknown_dataset(tmp_path):
-    path = write(tmp_path, BASE.replace("dataset: digits", "dataset: mnist"))
-    assert_error(path, "scenarios[0].dataset", "unknown dataset 'mnist'", "'cifar10'")
-
-
-def test_unknown_model(tmp_path):
-    path = write(tmp_path, BASE.replace("dataset: digits", "dataset: digits\n    model: resnet50"))
-    assert_error(path, "scenarios[0].model", "unknown model 'resnet50'", "'resnet18'")
-
-
-def test_cifar10_without_data_dir_fails_at_load(tmp_path):
-    path = write(tmp_path, BASE.replace("dataset: digits", "dataset: cifar10"))
-    assert_error(path, "scenarios[0]", "data_dir", "'cifar10'")
 
 
 def test_missing_data_dir_is_reported_by_preflight(tmp_path):
@@ -184,21 +177,6 @@ def test_missing_data_dir_is_reported_by_preflight(tmp_path):
 
 
 # --- methods -------------------------------------------------------------------------------------
-
-def test_unknown_method(tmp_path):
-    path = write(tmp_path, with_method("name: gd\n"))
-    assert_error(path, "methods[0].name", "unknown method 'gd'", "'ga'")
-
-
-def test_reversed_search_bounds(tmp_path):
-    path = write(tmp_path, with_method("name: ga\nspace: {lr: {low: 0.1, high: 0.001}}\n"))
-    assert_error(path, "methods[0].space", "lr", "low (0.1) must be below high (0.001)")
-
-
-def test_log_range_needs_positive_low(tmp_path):
-    path = write(tmp_path, with_method("name: ga\nspace: {lr: {low: 0, high: 0.1, log: true}}\n"))
-    assert_error(path, "methods[0].space", "lr", "log range needs low > 0")
-
 
 def test_range_missing_a_bound_or_with_an_unknown_key(tmp_path):
     path = write(tmp_path, with_method("name: ga\nspace: {lr: {low: 0.001}}\n"))
