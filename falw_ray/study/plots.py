@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .results import best_of
+
 DPI = 100
 OK_STATUSES = ("finished", "stopped early")
 GROUP_COLORS = {"head": "#4c72b0", "mid": "#9a9a9a", "tail": "#dd8452"}
@@ -374,7 +376,7 @@ def _importances(study, space: dict, title: str, path: Path) -> Path | None:
 
 def _landscape(trials: pd.DataFrame, space: dict, cell_id: str, path: Path) -> Path:
     """Every trial at its (lr, tau), coloured by its last Avg. Gap; the one the study chose starred
-    (the best that ran every epoch, as in results.best_per_cell).
+    (results.best_of: the best that ran every epoch).
     Without tau: Avg. Gap over lr. Hollow markers: stopped early; red x: diverged or failed."""
     from matplotlib.colors import Normalize
 
@@ -398,8 +400,7 @@ def _landscape(trials: pd.DataFrame, space: dict, cell_id: str, path: Path) -> P
                        s=60, linewidths=1.6, label="stopped early", zorder=3)
         if has_tau:
             fig.colorbar(sc, ax=ax, label="Avg. Gap (lower is better)")
-        pool = full if full.any() else ok  # the study's own choice (results.best_per_cell)
-        best = gap[pool].idxmin()
+        best = trials.index[best_of(list(zip(status, gap)))]  # the study's own choice
         ax.scatter([lr[best]], [y[best]], marker="*", s=320, facecolors="none", edgecolors="black", linewidths=1.2,
                    label=f"chosen: Avg. Gap {gap[best]:.2f}", zorder=4)
     bad = ~ok & lr.notna()

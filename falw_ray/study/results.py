@@ -8,16 +8,23 @@ SUMMARY = ("fa", "ra", "ta", "mia", "avg_gap")
 LABELS = {"fa": "FA", "ra": "RA", "ta": "TA", "mia": "MIA", "avg_gap": "Avg. Gap", "seconds": "Time (s)", "rte": "RTE"}
 
 
+def best_of(outcomes: list[tuple[str, float]]) -> int | None:
+    """Which of a cell's trials, given as (status, avg_gap) in the order they were created, is its
+    best: the lowest Avg. Gap among those that ran every epoch and did not diverge (early-stopped and
+    diverged ones count only when none finished, failed ones never), the earliest on a tie."""
+    finished = [i for i, (status, _) in enumerate(outcomes) if status == "finished"]
+    pool = finished or [i for i, (status, _) in enumerate(outcomes) if status != "error"]
+    scored = [i for i in pool if not np.isnan(outcomes[i][1])]
+    return min(scored, key=lambda i: outcomes[i][1]) if scored else None
+
+
 def best_per_cell(trials: pd.DataFrame, cells: dict) -> pd.DataFrame:
-    """The lowest final Avg. Gap per cell among trials that ran every epoch and did not diverge
-    (early-stopped trials count only when no trial of the cell finished)."""
+    """The best trial of each cell (see :func:`best_of`)."""
     rows = []
     for cell_id, group in trials.groupby("cell", sort=False):
-        ok = group[(group["status"] == "finished")]
-        pick = ok if len(ok) else group[group["status"] != "error"]
-        if not len(pick):
-            continue
-        rows.append(pick.loc[pick["avg_gap"].idxmin()])
+        best = best_of(list(zip(group["status"], group["avg_gap"].astype(float))))
+        if best is not None:
+            rows.append(group.iloc[best])
     return pd.DataFrame(rows).reset_index(drop=True)
 
 

@@ -14,6 +14,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from ..unlearn import Param
 from .cells import Cell
+from .results import best_of
 
 METRIC, MODE = "avg_gap", "min"
 
@@ -32,7 +33,7 @@ class CellSearcher(Searcher):
     """Round-robins new trials over cells with budget left; each cell's Optuna study sees only its trials.
 
     With ``final_seeds``, a cell whose search trials have all completed gets its final re-runs next:
-    its best configuration (as ``results.best_per_cell`` picks it) once per seed, as trials with
+    its best configuration (``results.best_of``, the rule the study's tables use) once per seed, as trials with
     config ``{"final": {"cell", "seed", **hp}}``. So one Tune run holds the whole study, and no cell
     waits for the slowest cell's search before its final runs start."""
 
@@ -52,7 +53,7 @@ class CellSearcher(Searcher):
         self.started = {c.id: 0 for c in cells}
         self.owner: dict[str, str] = {}
         self.configs: dict[str, dict] = {}
-        self.outcomes: dict[str, dict[str, tuple]] = {c.id: {} for c in cells}  # trial -> (order, rank, gap)
+        self.outcomes: dict[str, dict[str, tuple]] = {c.id: {} for c in cells}  # trial -> (status, avg_gap)
         self.finals: list[dict] = []
         self.final_cells: set[str] = set()
 
@@ -83,28 +84,19 @@ class CellSearcher(Searcher):
             return
         if self.searchers[cell]._space:
             self.searchers[cell].on_trial_complete(trial_id, result, error)
-        order = list(self.owner).index(trial_id)
         if error or not result or METRIC not in result:
-            self.outcomes[cell][trial_id] = (order, None, None)
+            self.outcomes[cell][trial_id] = ("error", math.nan)
         else:
-            finished = not result.get("diverged") and result.get("epoch") == self.epochs[cell]
-            gap = float(result[METRIC])
-            self.outcomes[cell][trial_id] = (order, 0 if finished else 1, math.inf if math.isnan(gap) else gap)
+            status = ("diverged" if result.get("diverged") else
+                      "finished" if result.get("epoch") == self.epochs[cell] else "stopped early")
+            self.outcomes[cell][trial_id] = (status, float(result[METRIC]))
         if self.final_seeds and len(self.outcomes[cell]) == self.budget and cell not in self.final_cells:
             self.final_cells.add(cell)
-            best = self.best(cell)
+            order = [t for t in self.owner if t in self.outcomes[cell]]  # as Tune created them
+            best = best_of([self.outcomes[cell][t] for t in order])
             if best is not None:
-                hp = {k: self.configs[best][k] for k in self.space[cell]}
+                hp = {k: self.configs[order[best]][k] for k in self.space[cell]}
                 self.finals += [{"final": {"cell": cell, "seed": s, **hp}} for s in self.final_seeds]
-
-    def best(self, cell: str) -> str | None:
-        """The trial ``results.best_per_cell`` picks: the lowest Avg. Gap among trials that ran every
-        epoch (any that did not fail, when none did), the earliest on a tie."""
-        done = {t: o for t, o in self.outcomes[cell].items() if o[1] is not None}
-        if not done:
-            return None
-        rank = min(o[1] for o in done.values())
-        return min((t for t, o in done.items() if o[1] == rank), key=lambda t: (done[t][2], done[t][0]))
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as f:
