@@ -140,9 +140,8 @@ class Study:
 
         def baselines_for(scenarios):
             shared.start(scenarios, store_root, res.cpu, res.gpu)
-            for s in shared.wait(scenarios, say):
-                ev = next(e for e in shared.events if e["key"] == s.key())
-                m = ev["metrics"]
+            for ev in shared.wait(scenarios, say):
+                s, m = ev["scenario"], ev["metrics"]
                 for role in ("original", "retrained"):
                     if (s.name, role) in logged:  # a resumed study logged it before
                         continue
@@ -169,7 +168,8 @@ class Study:
         n_search, n_final = len(self.cells) * spec.search.trials, len(self.cells) * len(spec.final.seeds)
         journal = Journal(root / "ray" / f"{spec.name}.finished.jsonl")
         path = root / "ray" / spec.name
-        done = journal.load() if resume and tune.Tuner.can_restore(path) else {}
+        restoring = resume and tune.Tuner.can_restore(path)
+        done = journal.load() if restoring else {}
         logger = TrialLogger(tracker, cells, journal, replayed=done)
         run_config = tune.RunConfig(
             name=spec.name, storage_path=str(root / "ray"), verbose=0,
@@ -180,9 +180,9 @@ class Study:
 
         # Every baseline first, the final stage's seeds too: a cell's final runs start as soon as its
         # search is over, and no trial holds a CPU waiting for a baseline task that needs one.
-        final_scenarios = list({s.key(): s for c in self.cells for s in map(c.at_seed, spec.final.seeds)}.values())
-        baselines_for(list({s.key(): s for s in spec.scenario_list() + final_scenarios}.values()))
-        if resume and tune.Tuner.can_restore(path):
+        final_scenarios = [c.at_seed(seed) for c in self.cells for seed in spec.final.seeds]
+        baselines_for(spec.scenario_list() + final_scenarios)
+        if restoring:
             # A trial the journal holds as finished keeps its MLflow run and is replayed from its
             # recorded result; any other trial Tune runs again gets a fresh run in place of its old one.
             with _no_analysis_warnings():

@@ -39,12 +39,12 @@ def build_baselines(scenario: Scenario, store_root: str, threads: int) -> tuple[
             log=lambda msg: print(f"falw-ray: {msg}", file=sys.stderr, flush=True),
         )
     b = assemble(scenario, trained["original"], trained["retrained"])
-    if events["retrained"] != "hit" or events["original"] != "hit":
-        splits = io.BytesIO()
-        np.savez(splits, **b.splits.as_dict())
-        metrics = {"original": b.original_metrics, "retrained": b.retrained_metrics}
-        store.attach("retrained", scenario.key(), {"splits.npz": splits.getvalue(),
-                                                    METRICS: json.dumps(metrics, indent=1).encode()})
+    # Recorded with the pair: the driver then loads it next time (stored_baselines), no task needed.
+    splits = io.BytesIO()
+    np.savez(splits, **b.splits.as_dict())
+    metrics = {"original": b.original_metrics, "retrained": b.retrained_metrics}
+    store.attach("retrained", scenario.key(), {"splits.npz": splits.getvalue(),
+                                                METRICS: json.dumps(metrics, indent=1).encode()})
     return b, {**events, "metrics": _event_metrics(b)}
 
 
@@ -101,15 +101,16 @@ class SharedObjects:
             self.baselines[key] = b_ref
             self.pending[key] = (e_ref, s)
 
-    def wait(self, scenarios: list[Scenario], say=print) -> list[Scenario]:
-        """Block until these scenarios' baselines are ready; returns those not reported before."""
+    def wait(self, scenarios: list[Scenario], say=print) -> list[dict]:
+        """Block until these scenarios' baselines are ready; returns the events (scenario, key,
+        hit/trained per role, metrics) of those not reported before."""
         keys = list(dict.fromkeys(s.key() for s in scenarios))
         todo = [k for k in keys if k in self.pending or k in self.ready]
         started, reported = time.time(), []
 
         def report(event: dict) -> None:
             self.events.append(event)
-            reported.append(event["scenario"])
+            reported.append(event)
             say(f"baselines {len(reported)}/{len(todo)} ready: {event['scenario'].name} (original: "
                 f"{event['original']}, retrained: {event['retrained']}, {time.time() - started:.0f}s)")
 

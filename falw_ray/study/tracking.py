@@ -134,7 +134,7 @@ class Tracker:
             return
         if epoch not in {m.step for m in self.client.get_metric_history(run_id, "avg_gap")}:
             self.log_metrics(run_id, {k: result[k] for k in EPOCH_METRICS if k in result}, step=epoch)
-        self.tag(run_id, {"epochs_done": epoch, "stopped_early": epoch < epochs})
+        self.tag(run_id, end_tags(epoch, epochs))
 
     def connect(self) -> None:
         """Reach the store and create the experiment, before any compute starts."""
@@ -263,6 +263,11 @@ class Tracker:
         return [r.info.run_id for r in runs]
 
 
+def end_tags(epochs_done: int, epochs: int) -> dict:
+    """The tags a finished trial's run ends with."""
+    return {"epochs_done": epochs_done, "stopped_early": epochs_done < epochs}
+
+
 class Writer:
     """Runs tracking writes in order on one background thread, so that Tune's controller loop (which
     calls the callbacks, and through which every trial's results pass) never waits on the store."""
@@ -314,7 +319,6 @@ class TrialLogger(Callback):
         self.tracker, self.cells = tracker, cells
         self.journal, self.replayed = journal, set(replayed or ())
         self.runs: dict[str, str] = {}
-        self.epochs: dict[str, int] = {}
         self.per_class: dict[str, list] = {}
         self.last: dict[str, dict] = {}
         self.writer = Writer()
@@ -352,7 +356,6 @@ class TrialLogger(Callback):
             return
         self.last[trial_id] = result
         epoch = int(result.get("epoch", 0))
-        self.epochs[trial_id] = epoch
         if result.get("fa_per_class") is not None:
             self.per_class[trial_id] = result["fa_per_class"]
         metrics = {k: result[k] for k in EPOCH_METRICS if k in result}
@@ -373,8 +376,8 @@ class TrialLogger(Callback):
         tags, per_class, done = {}, {}, 0
         if trial_id not in self.replayed:
             config = trial.config.get("final", trial.config)
-            done = self.epochs.get(trial_id, 0)
-            tags = {"epochs_done": done, "stopped_early": done < self.cells[config["cell"]].epochs}
+            done = int(self.last.get(trial_id, {}).get("epoch", 0))
+            tags = end_tags(done, self.cells[config["cell"]].epochs)
             if trial_stage(trial.config) == "final" and trial_id in self.per_class:
                 per_class = per_class_metrics(self.per_class.pop(trial_id))
             if self.journal is not None:

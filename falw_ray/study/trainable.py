@@ -10,6 +10,7 @@ from ray import tune
 
 from ..experiment import run_method
 from ..unlearn import DivergedError
+from .cells import trial_stage
 from .shared import dataset_key
 
 DIVERGED_GAP = 100.0
@@ -32,7 +33,7 @@ def unlearning_trial(config: dict, cells: dict, baselines: dict, datasets: dict,
     placement = {"started_at": started_at, "gpus": ",".join(map(str, ray.get_gpu_ids())),
                  "gpu_share": assigned.get("GPU", 0.0), "pid": os.getpid()}
     torch.set_num_threads(max(1, threads))
-    stage, cfg = ("final", config["final"]) if "final" in config else ("search", config)
+    stage, cfg = trial_stage(config), config.get("final", config)
     cell = cells[cfg["cell"]]
     scenario = cell.at_seed(cfg["seed"]) if "seed" in cfg else cell.scenario
     base = ray.get(baselines[scenario.key()])
