@@ -80,7 +80,10 @@ def test_cifar10_round_trip(tmp_path: Path) -> None:
     assert data.train_y.tolist() == train_y and data.test_y.tolist() == test_y
     assert data.mean == (0.4914, 0.4822, 0.4465) and data.std == (0.2470, 0.2435, 0.2616)
     assert (data.scale, data.crop_pad, data.flip) == (255.0, 4, True)
-    assert load_cifar10(tmp_path, download=True).train_x.shape == (100, 3, 32, 32)  # files present: no network
+    again = load_cifar10(tmp_path, download=True)  # files present: no network, the same arrays
+    np.testing.assert_array_equal(again.train_x, data.train_x)
+    np.testing.assert_array_equal(again.test_x, data.test_x)
+    assert again.train_y.tolist() == train_y and again.test_y.tolist() == test_y
 
 
 def test_cifar10_partial_folder_names_missing_file(tmp_path: Path) -> None:
@@ -95,9 +98,12 @@ def test_cifar100_round_trip(tmp_path: Path) -> None:
     data = load_cifar100(str(tmp_path))
     assert data.name == "cifar100" and data.num_classes == 100
     assert data.train_x.shape == (60, 3, 32, 32) and data.test_x.shape == (30, 3, 32, 32)
+    assert data.train_x.dtype == np.uint8 and data.train_y.dtype == np.int64 and data.test_y.dtype == np.int64
     np.testing.assert_array_equal(data.train_x, train_x.reshape(-1, 3, 32, 32))
-    assert data.train_y.tolist() == train_y and data.test_y.tolist() == test_y
+    np.testing.assert_array_equal(data.test_x, test_x.reshape(-1, 3, 32, 32))
+    assert data.train_y.tolist() == train_y and data.test_y.tolist() == test_y, "fine labels, not coarse ones"
     assert data.mean == (0.5071, 0.4865, 0.4409) and data.std == (0.2673, 0.2564, 0.2762)
+    assert (data.scale, data.crop_pad, data.flip) == (255.0, 4, True)
 
 
 @pytest.mark.parametrize("loader, folder", [(load_cifar10, "cifar-10-batches-py"), (load_cifar100, "cifar-100-python")])
@@ -132,6 +138,19 @@ def write_tinyimagenet(root: Path, train_per_class: int = 4, val_per_class: int 
     return base
 
 
+def _decoded(paths: list[Path]) -> np.ndarray:
+    """What the loader must return for these JPEGs: PIL's RGB decoding, channels first."""
+    out = []
+    for path in paths:
+        with Image.open(path) as img:
+            out.append(np.asarray(img.convert("RGB")).transpose(2, 0, 1))
+    return np.stack(out)
+
+
+def _train_files(base: Path) -> list[Path]:
+    return sorted((base / "train").glob("*/images/*.JPEG"))  # wnids sort as their classes: class, then file
+
+
 def _colour_labels(x: np.ndarray) -> list[int]:
     return x.reshape(len(x), 3, -1).mean(axis=2).argmax(axis=1).tolist()
 
@@ -145,17 +164,27 @@ def test_tinyimagenet_load_and_cache(tmp_path: Path) -> None:
     assert data.train_y.tolist() == [0] * 4 + [1] * 4 + [2] * 4 and data.test_y.tolist() == [0, 0, 1, 1, 2, 2]
     assert _colour_labels(data.train_x) == data.train_y.tolist()
     assert _colour_labels(data.test_x) == data.test_y.tolist()
-    assert data.mean == (0.4802, 0.4481, 0.3975) and (data.crop_pad, data.flip) == (4, True)
+    np.testing.assert_array_equal(data.train_x, _decoded(_train_files(base)))
+    np.testing.assert_array_equal(data.test_x, _decoded([base / "val" / "images" / f"val_{i}.JPEG" for i in range(6)]))
+    assert data.mean == (0.4802, 0.4481, 0.3975) and data.std == (0.2302, 0.2265, 0.2262)
+    assert (data.scale, data.crop_pad, data.flip) == (255.0, 4, True)
     assert (base / TINY_CACHE).is_file() and not list(base.glob("*.tmp"))
 
-    next((base / "train").rglob("*.JPEG")).unlink()
+    files = _train_files(base)
+    gone = files.index(base / "train" / "n00000001" / "images" / "n00000001_2.JPEG")
+    files[gone].unlink()
     again = load_tinyimagenet(base)  # pointing at the folder itself also works
     assert again.train_x.shape == (12, 3, 64, 64), "second load should come from the cache"
     np.testing.assert_array_equal(again.train_x, data.train_x)
+    np.testing.assert_array_equal(again.test_x, data.test_x)
+    assert again.train_y.tolist() == data.train_y.tolist() and again.test_y.tolist() == data.test_y.tolist()
 
     later = (base / TINY_CACHE).stat().st_mtime + 10
     os.utime(base / "wnids.txt", (later, later))  # wnids.txt newer than the cache: decode afresh
-    assert load_tinyimagenet(tmp_path).train_x.shape == (11, 3, 64, 64)
+    fresh = load_tinyimagenet(tmp_path)
+    assert fresh.train_y.tolist() == [0] * 4 + [1] * 3 + [2] * 4
+    np.testing.assert_array_equal(fresh.train_x, np.delete(data.train_x, gone, axis=0))
+    np.testing.assert_array_equal(fresh.test_x, data.test_x)
 
 
 def test_tinyimagenet_bad_annotation(tmp_path: Path) -> None:
@@ -171,8 +200,9 @@ def test_tinyimagenet_wrong_image_size(tmp_path: Path) -> None:
     base = write_tinyimagenet(tmp_path)
     bad = base / "train" / "n00000001" / "images" / "n00000001_0.JPEG"
     Image.new("RGB", (32, 64), COLOURS[1]).save(bad)
-    with pytest.raises(ValueError, match="n00000001_0.JPEG"):
+    with pytest.raises(ValueError, match="n00000001_0.JPEG: expected a 64x64 image, got 32x64"):
         load_tinyimagenet(tmp_path)
+    assert not (base / TINY_CACHE).exists()
 
 
 def test_tinyimagenet_missing(tmp_path: Path) -> None:
