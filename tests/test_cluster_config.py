@@ -29,48 +29,57 @@ def _one_line_error(path) -> str:
 
 
 def test_shipped_cluster_yaml_validates():
+    raw = yaml.safe_load(CLUSTER_YAML.read_text())
     config = validate_cluster_config(CLUSTER_YAML)
     assert config["cluster_name"] == "falw-ray"
-    assert config["provider"]["type"] == "aws"
-    head = config["available_node_types"][config["head_node_type"]]
-    assert head["resources"]["GPU"] == 0 and head["resources"]["CPU"] > 0
-    workers = [
-        t for name, t in config["available_node_types"].items()
-        if name != config["head_node_type"]
-    ]
-    assert workers and all(t["resources"]["GPU"] >= 1 for t in workers)
-    assert all(t["min_workers"] == 0 for t in workers)
+    assert config["provider"] == {"type": "aws", "region": "us-west-2", "cache_stopped_nodes": True}
+    assert config["head_node_type"] == "head" and config["max_workers"] == 8
+    # Validation keeps every value the file sets (it only adds Ray's defaults).
+    assert config["available_node_types"] == raw["available_node_types"]
+    for key in ("setup_commands", "head_start_ray_commands", "worker_start_ray_commands"):
+        assert config[key] == raw[key], key
+    head = config["available_node_types"]["head"]
+    assert head["resources"] == {"CPU": 8, "GPU": 0} and (head["min_workers"], head["max_workers"]) == (0, 0)
+    workers = {name: t for name, t in config["available_node_types"].items() if name != "head"}
+    assert list(workers) == ["gpu_worker"]
+    gpu = workers["gpu_worker"]
+    assert gpu["resources"] == {"CPU": 4, "GPU": 1} and (gpu["min_workers"], gpu["max_workers"]) == (0, 8)
     # prepare_config merged Ray's defaults, so this is the config `ray up` sees.
     assert "cluster_synced_files" in config
-    assert "127.0.0.1" in " ".join(config["head_start_ray_commands"])
+    start = [c for c in config["head_start_ray_commands"] if "ray start --head" in c]
+    assert len(start) == 1 and "--dashboard-host=127.0.0.1" in start[0].split()
+    mlflow = [c for c in config["head_start_ray_commands"] if "mlflow server" in c]
+    assert len(mlflow) == 1 and "--host 127.0.0.1 --port 5000" in mlflow[0]
 
 
 def test_typo_in_top_level_field_is_rejected(tmp_path):
     def typo(config):
         config["max_worker"] = config.pop("max_workers")
 
-    message = _one_line_error(_variant(tmp_path, typo))
-    assert "max_worker" in message
+    path = _variant(tmp_path, typo)
+    assert _one_line_error(path) == f"{path}: top level: Additional properties are not allowed ('max_worker' was unexpected)"
 
 
 def test_fractional_node_gpu_is_rejected(tmp_path):
     def fractional(config):
         config["available_node_types"]["gpu_worker"]["resources"]["GPU"] = 0.5
 
-    message = _one_line_error(_variant(tmp_path, fractional))
-    assert "available_node_types.gpu_worker.resources.GPU" in message
-    assert "0.5" in message
+    path = _variant(tmp_path, fractional)
+    assert _one_line_error(path) == f"{path}: available_node_types.gpu_worker.resources.GPU: 0.5 is not of type 'integer'"
 
 
 def test_malformed_yaml_is_rejected(tmp_path):
     path = tmp_path / "cluster.yaml"
     text = CLUSTER_YAML.read_text().replace("provider:\n", "provider: {type: [\n", 1)
     path.write_text(text)
-    message = _one_line_error(path)
-    assert "invalid YAML at line" in message
+    with pytest.raises(yaml.MarkedYAMLError) as parsed:
+        yaml.safe_load(text)
+    mark = parsed.value.problem_mark
+    expected = f"{path}: invalid YAML at line {mark.line + 1}, column {mark.column + 1}: {parsed.value.problem}"
+    assert _one_line_error(path) == expected
 
 
 def test_non_mapping_is_rejected(tmp_path):
     path = tmp_path / "cluster.yaml"
     path.write_text("- just\n- a list\n")
-    assert "expected a mapping" in _one_line_error(path)
+    assert _one_line_error(path) == f"{path}: expected a mapping, got list"
