@@ -1,4 +1,6 @@
-"""Model registry: name -> builder(num_classes, input_shape). Every model names its final linear layer."""
+"""Model registry: name -> builder(num_classes, input_shape). Every model names its final linear layer.
+
+``input_shape`` is ``DatasetArrays.input_shape``: (C, H, W) for images, (C, L) for signals."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -6,17 +8,19 @@ from collections.abc import Callable
 import torch.nn as nn
 
 from .cnn import small_cnn
+from .conv1d import conv1d
 from .resnet import resnet18
 from .vgg import vgg16_bn
 
-MODELS: dict[str, Callable[[int, tuple[int, int, int]], nn.Module]] = {
+MODELS: dict[str, Callable[[int, tuple[int, ...]], nn.Module]] = {
     "cnn": small_cnn,
+    "conv1d": conv1d,
     "resnet18": resnet18,
     "vgg16_bn": vgg16_bn,
 }
 
 
-def build_model(name: str, num_classes: int, input_shape: tuple[int, int, int]) -> nn.Module:
+def build_model(name: str, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; expected one of {sorted(MODELS)}")
     return MODELS[name](num_classes, tuple(input_shape))
