@@ -1,4 +1,4 @@
-"""The in-memory form every dataset loader returns: uint8 images plus labels, split train/test."""
+"""The in-memory form every dataset loader returns: uint8 images or float32 signals plus labels, split train/test."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,11 +8,12 @@ import numpy as np
 
 @dataclass(frozen=True)
 class DatasetArrays:
-    """A labelled image dataset held as arrays.
+    """A labelled dataset held as arrays: uint8 images (N, C, H, W) or float32 1-D signals (N, C, L).
 
-    Images stay uint8 (N, C, H, W) so a 50k-image set costs ~150 MB in host memory;
-    they are scaled and normalised once, on the trial's device (see ``device.py``).
-    ``scale`` is the largest raw pixel value (255 for photos, 16 for digits).
+    Images stay uint8 so a 50k-image set costs ~150 MB in host memory; they are scaled and
+    normalised once, on the trial's device (see ``device.py``). ``scale`` is the largest raw
+    pixel value (255 for photos, 16 for digits; 1 for signals, stored already standardised).
+    Random crop and flip are image augmentations: signals must have neither.
     """
 
     name: str
@@ -29,13 +30,32 @@ class DatasetArrays:
 
     def __post_init__(self) -> None:
         for split, x, y in (("train", self.train_x, self.train_y), ("test", self.test_x, self.test_y)):
-            if x.ndim != 4 or x.dtype != np.uint8:
-                raise ValueError(f"{self.name}: {split}_x must be uint8 (N, C, H, W), got {x.dtype} {x.shape}")
+            if not _is_image(x) and not _is_signal(x):
+                raise ValueError(f"{self.name}: {split}_x must be uint8 (N, C, H, W) or float32 (N, C, L), "
+                                 f"got {x.dtype} {x.shape}")
             if len(x) != len(y):
                 raise ValueError(f"{self.name}: {split}_x has {len(x)} rows but {split}_y has {len(y)}")
             if len(y) and (y.min() < 0 or y.max() >= self.num_classes):
                 raise ValueError(f"{self.name}: {split}_y labels must lie in [0, {self.num_classes})")
+        if self.train_x.shape[1:] != self.test_x.shape[1:] or self.train_x.dtype != self.test_x.dtype:
+            raise ValueError(f"{self.name}: test_x must match train_x's {self.train_x.dtype} {self.train_x.shape[1:]}, "
+                             f"got {self.test_x.dtype} {self.test_x.shape[1:]}")
+        if self.is_signal and (self.crop_pad or self.flip):
+            raise ValueError(f"{self.name}: crop_pad and flip apply to images only; a signal needs crop_pad=0, flip=False")
 
     @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return tuple(self.train_x.shape[1:])  # type: ignore[return-value]
+    def is_signal(self) -> bool:
+        return self.train_x.ndim == 3
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """(C, H, W) for images, (C, L) for signals: what a model builder receives."""
+        return tuple(self.train_x.shape[1:])
+
+
+def _is_image(x: np.ndarray) -> bool:
+    return x.ndim == 4 and x.dtype == np.uint8
+
+
+def _is_signal(x: np.ndarray) -> bool:
+    return x.ndim == 3 and x.dtype == np.float32

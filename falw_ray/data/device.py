@@ -26,10 +26,12 @@ class Augment:
 
 
 def to_device(data: DatasetArrays, x: np.ndarray, device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """uint8 images -> normalised float tensor on ``device`` (converted there, so only bytes cross the bus)."""
+    """uint8 images (or float32 signals) -> normalised float tensor on ``device`` (converted there, so only
+    the raw bytes cross the bus). Mean and std are per channel, broadcast over (H, W) or L."""
     t = torch.from_numpy(np.ascontiguousarray(x)).to(device)
-    mean = torch.tensor(data.mean, device=device).view(1, -1, 1, 1)
-    std = torch.tensor(data.std, device=device).view(1, -1, 1, 1)
+    per_channel = (1, -1) + (1,) * (t.ndim - 2)
+    mean = torch.tensor(data.mean, device=device).view(per_channel)
+    std = torch.tensor(data.std, device=device).view(per_channel)
     return ((t.float() / data.scale - mean) / std).to(dtype).contiguous()
 
 
@@ -52,6 +54,9 @@ def random_flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 def augment(x: torch.Tensor, aug: Augment, gen: torch.Generator) -> torch.Tensor:
+    """Random crop and flip of an image batch; a signal batch (N, C, L) is refused, never cropped or flipped."""
+    if aug.active and x.ndim != 4:
+        raise ValueError(f"augment: random crop / flip need images (N, C, H, W), got shape {tuple(x.shape)}")
     if aug.crop_pad:
         x = random_crop(x, aug.crop_pad, gen)
     if aug.flip:
