@@ -30,6 +30,7 @@ class Recipe(BaseModel):
 
 DEFAULT_RECIPES: dict[str, Recipe] = {
     "digits": Recipe(epochs=30, batch_size=64, lr=0.05),
+    "mnist1d": Recipe(epochs=60, batch_size=64, lr=0.05, augment=False),  # long enough to memorise every signal
     "cifar10": Recipe(epochs=150, batch_size=256, lr=0.1, schedule="multistep", milestones=(90, 120)),
     "cifar100": Recipe(epochs=150, batch_size=256, lr=0.1, schedule="multistep", milestones=(90, 120)),
     "tinyimagenet": Recipe(epochs=150, batch_size=256, lr=0.1, schedule="multistep", milestones=(90, 120)),

@@ -1,4 +1,4 @@
-"""Dataset registry: one line per data set, naming its loader and its split sizes."""
+"""Dataset registry: one line per data set, naming its loader, its split sizes and its generator options."""
 from __future__ import annotations
 
 import functools
@@ -10,6 +10,8 @@ import numpy as np
 
 from .arrays import DatasetArrays
 from .forget import classwise_forget, longtail_forget, random_forget
+from .mnist1d import Mnist1dOptions
+from .options import DataOptions, validate_options
 from .splits import Splits, mia_members, test_subset, validation_split
 
 
@@ -20,6 +22,7 @@ class DatasetInfo:
     test_per_class: int | None
     default_model: str
     needs_data_dir: bool = True
+    options: type[DataOptions] = DataOptions
 
 
 DATASETS: dict[str, DatasetInfo] = {
@@ -27,6 +30,8 @@ DATASETS: dict[str, DatasetInfo] = {
     "cifar10": DatasetInfo("falw_ray.data.vision:load_cifar10", 500, None, "vgg16_bn"),
     "cifar100": DatasetInfo("falw_ray.data.vision:load_cifar100", 50, None, "resnet18"),
     "tinyimagenet": DatasetInfo("falw_ray.data.vision:load_tinyimagenet", 50, 25, "vgg16_bn"),
+    "mnist1d": DatasetInfo("falw_ray.data.mnist1d:load_mnist1d", 40, None, "conv1d", needs_data_dir=False,
+                           options=Mnist1dOptions),
 }
 
 
@@ -36,15 +41,23 @@ def dataset_info(name: str) -> DatasetInfo:
     return DATASETS[name]
 
 
+def data_options(name: str, raw: object = None) -> DataOptions:
+    """The data set's generator options from a mapping (defaults filled in); one-line errors name the option."""
+    return validate_options(name, dataset_info(name).options, raw)
+
+
 @functools.lru_cache(maxsize=4)
-def load_dataset(name: str, data_dir: str | None = None, download: bool = False) -> DatasetArrays:
-    """Load a registered data set once per process (the arrays are read-only and shared)."""
+def load_dataset(name: str, data_dir: str | None = None, download: bool = False,
+                 options: tuple[tuple[str, object], ...] = ()) -> DatasetArrays:
+    """Load a registered data set once per process (the arrays are read-only and shared).
+    ``options`` are its generator options as (name, value) pairs (``DataOptions.hashable()``)."""
     info = dataset_info(name)
     if info.needs_data_dir and data_dir is None:
         raise ValueError(f"dataset {name!r} needs data_dir: the folder that holds (or will hold) its files")
+    opts = data_options(name, dict(options))
     module, func = info.loader.split(":")
     loader = getattr(importlib.import_module(module), func)
-    return loader(Path(data_dir) if data_dir is not None else None, download=download)
+    return loader(Path(data_dir) if data_dir is not None else None, download=download, **opts.model_dump())
 
 
 def make_splits(
