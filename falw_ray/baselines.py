@@ -54,8 +54,13 @@ def load_arrays(model: nn.Module, state: StateArrays) -> nn.Module:
     return model
 
 
+def scenario_data(scenario: Scenario) -> DatasetArrays:
+    """The scenario's data set, generated with its options (loaded once per process)."""
+    return load_dataset(*scenario.data_args())
+
+
 def scenario_splits(scenario: Scenario, data: DatasetArrays | None = None) -> tuple[DatasetArrays, Splits]:
-    data = data if data is not None else load_dataset(scenario.dataset, scenario.data_dir, scenario.download)
+    data = data if data is not None else scenario_data(scenario)
     f = scenario.forget
     return data, make_splits(data, f.kind, f.ratio, f.gamma, f.classes, scenario.seed)
 
@@ -119,5 +124,5 @@ def train_baselines(scenario: Scenario, device=None, progress=None) -> Baselines
 
 def tensors_for(baselines: Baselines, device: torch.device, data: DatasetArrays | None = None) -> ScenarioTensors:
     s = baselines.scenario
-    data = data if data is not None else load_dataset(s.dataset, s.data_dir, s.download)
+    data = data if data is not None else scenario_data(s)
     return scenario_tensors(data, baselines.splits, device)

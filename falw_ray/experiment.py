@@ -14,7 +14,7 @@ from .scenario import Scenario
 from .train import pick_device
 from .unlearn import DivergedError, resolve, unlearn
 
-UNLEARN_BATCH_SIZE = {"digits": 64}
+UNLEARN_BATCH_SIZE = {"digits": 64, "mnist1d": 64}
 """Unlearning batch size per data set; others use 512, the reference recipe's."""
 
 
@@ -65,7 +65,7 @@ def run_method(
     m, falw_on = resolve(method, falw)
     scenario = baselines.scenario
     device = pick_device(device)
-    data = data if data is not None else load_dataset(scenario.dataset, scenario.data_dir, scenario.download)
+    data = data if data is not None else load_dataset(*scenario.data_args())
     t = tensors if tensors is not None else tensors_for(baselines, device, data)
     model = model_from(scenario, data, baselines.original, device)
     hp_full = m.resolve(hp, falw_on)

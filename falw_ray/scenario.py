@@ -1,13 +1,15 @@
-"""A scenario: what determines a pair of baselines (data set, model, forget set, seed, recipe)."""
+"""A scenario: what determines a pair of baselines (data set and its options, model, forget set, seed, recipe)."""
 from __future__ import annotations
 
 import hashlib
 import json
 from typing import Annotated, Literal, Optional
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, SerializeAsAny, ValidationInfo, field_validator,
+                      model_validator)
 
-from .data.registry import DATASETS
+from .data.options import DataOptions
+from .data.registry import DATASETS, data_options
 from .models import MODELS
 from .recipe import Recipe, default_recipe
 
@@ -62,12 +64,21 @@ class Scenario(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     dataset: DatasetName = "digits"
+    data_options: SerializeAsAny[DataOptions] = Field(None, validate_default=True)  # type: ignore[assignment]
+    """The data set's generator options (mnist1d's noise, size, seed ...), as the registry's model for it."""
     model: ModelName = None
     forget: ForgetSpec = ForgetSpec()
     seed: int = Field(0, ge=0)
     recipe: Recipe | None = None
     data_dir: str | None = Field(None, exclude=True)
     download: bool = Field(False, exclude=True)
+
+    @field_validator("data_options", mode="before")
+    @classmethod
+    def _options_of_dataset(cls, v: object, info: ValidationInfo) -> DataOptions:
+        if "dataset" not in info.data:
+            return DataOptions()  # the data set itself is invalid, and that error is the one reported
+        return data_options(info.data["dataset"], v)
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> "Scenario":
@@ -78,17 +89,33 @@ class Scenario(BaseModel):
         return self
 
     @property
+    def options_label(self) -> str:
+        """The options that differ from the data set's defaults, e.g. ``-corr_noise_scale0.25``; "" if none."""
+        default = type(self.data_options)().model_dump()
+        return "".join(f"-{k}{v:g}" for k, v in self.data_options.model_dump().items() if v != default[k])
+
+    @property
     def name(self) -> str:
-        return f"{self.dataset}-{self.model}-{self.forget.label}-s{self.seed}"
+        return f"{self.dataset}{self.options_label}-{self.model}-{self.forget.label}-s{self.seed}"
+
+    def data_args(self) -> tuple[str, str | None, bool, tuple[tuple[str, object], ...]]:
+        """The arguments of ``load_dataset`` for this scenario's arrays (hashable: it is lru_cached)."""
+        return self.dataset, self.data_dir, self.download, self.data_options.hashable()
 
     def key(self) -> str:
         """Content address of the retrained model: every field that changes it (not where data lives)."""
-        return _digest(self.model_dump(mode="json"))
+        return _digest(self._identity())
 
     def original_key(self) -> str:
         """Content address of the original model, which the forget set does not change: scenarios that
         differ only in their forget set (a gamma sweep, say) share one original."""
-        return _digest(self.model_dump(mode="json", exclude={"forget"}))
+        return _digest(self._identity(exclude={"forget"}))
+
+    def _identity(self, exclude: set[str] | None = None) -> dict:
+        fields = self.model_dump(mode="json", exclude=exclude)
+        if not fields["data_options"]:
+            del fields["data_options"]  # data sets without options keep the keys they had before options existed
+        return fields
 
 
 def _digest(fields: dict) -> str:

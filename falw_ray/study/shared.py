@@ -91,7 +91,7 @@ class SharedObjects:
                 continue
             # Loaded here first: a download then happens once, before any task reads the folder.
             if (dk := dataset_key(s)) not in self.datasets:
-                self.arrays[dk] = load_dataset(s.dataset, s.data_dir, s.download)
+                self.arrays[dk] = load_dataset(*s.data_args())
                 self.datasets[dk] = ray.put(self.arrays[dk])
             if (found := stored_baselines(s, store, self.arrays[dk])) is not None:
                 self.baselines[key] = ray.put(found[0])
