@@ -25,65 +25,154 @@ def local_ray():
     ray.shutdown()
 
 
-def quickstart(trials: int, seeds: list[int]) -> Study:
-    """The shipped quickstart study with its search budget cut to fit the test suite."""
-    spec = load_study(ROOT / "studies" / "quickstart.yaml")
+def digits_study(trials: int, seeds: list[int], selection: list[int] = (10,)) -> Study:
+    """The shipped digits smoke study with its search budget cut to fit the test suite."""
+    spec = load_study(ROOT / "studies" / "digits.yaml")
     spec = spec.model_copy(update={
         "search": spec.search.model_copy(update={"trials": trials}),
+        "selection": spec.selection.model_copy(update={"seeds": list(selection)}),
         "final": spec.final.model_copy(update={"seeds": seeds}),
     })
-    return Study(spec, "studies/quickstart.yaml")
+    return Study(spec, "studies/digits.yaml")
 
 
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("quickstart")
+    tmp = tmp_path_factory.mktemp("digits")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    study = quickstart(trials=2, seeds=[0, 1])
+    study = digits_study(trials=3, seeds=[1, 2])
     return study, study.run(tracking_uri=uri, storage=tmp / "store", progress=False), uri, tmp
 
 
-def test_quickstart_trials_table_and_files(first_run):
+def candidates(result, cell_id: str, space: list[str]) -> int:
+    """How many configurations of a cell the selection stage re-runs: its distinct search trials in
+    the ranking rule's pool (finished ones, else any that reported), at most top_k = 2; none if one."""
+    from falw_ray.study.results import ranked
+
+    trials = result.trials[result.trials["cell"] == cell_id]
+    order = ranked(list(zip(trials["status"], trials["avg_gap"].astype(float))))
+    n = min(2, len({tuple(float(trials.iloc[i][k]) for k in space) for i in order}))
+    return n if n > 1 else 0
+
+
+def test_digits_trials_table_and_files(first_run):
     study, result, _, _ = first_run
     cells = build_cells(study.spec)
     assert len(cells) == 9
-    assert len(result.trials) == len(cells) * 2
+    assert len(result.trials) == len(cells) * 3
     assert set(result.trials["cell"]) == {c.id for c in cells}
     assert np.isfinite(result.trials["avg_gap"]).all()
     assert len(result.best) == len(cells)
     assert len(result.final) == len(cells) * 2 and (result.final["status"] == "finished").all()
+    assert sorted(result.final["seed"].unique()) == [1, 2], "final seeds are new: the search ran on 0"
     table = result.table
-    assert len(table) == len(cells) + 1 and table.iloc[0]["method"] == "retrain"
-    assert (table["seeds"] == 2).all() and table["best"].sum() == 1
-    for name in ("trials", "best", "final", "table", "table_md", "baselines"):
+    assert len(table) == len(cells) + 2
+    assert list(table["method"][:2]) == ["retrain", "original"] and (table["seeds"] == 2).all()
+    methods = table[~table["method"].isin(["retrain", "original"])]
+    low = methods["avg_gap_mean"].round(2).min()
+    assert list(table["best"]) == [False, False, *(methods["avg_gap_mean"].round(2) == low)]
+    for name in ("trials", "best", "final", "table", "table_md", "baselines", "paired"):
         assert result.paths[name].exists()
-    assert "Avg. Gap" in result.paths["table_md"].read_text()
+    md = result.paths["table_md"].read_text()
+    assert "Avg. Gap" in md and "Paired differences" in md and "original: the original model itself" in md
     store = first_run[3] / "store" / "baselines"
     retrained = list((store / "retrained").glob("*/weights.pt"))
-    assert len(retrained) == 2 and len(list((store / "original").glob("*/weights.pt"))) == 2
+    assert len(retrained) == 4 and len(list((store / "original").glob("*/weights.pt"))) == 4, "seeds 0, 10, 1, 2"
     for entry in (p.parent for p in retrained):
         assert {"meta.json", "splits.npz", "metrics.json"} <= {p.name for p in entry.iterdir()}
         assert set(np.load(entry / "splits.npz").files) >= {"forget", "retain", "val", "test"}
 
 
-def test_final_runs_rerun_each_cells_best_configuration(first_run):
-    """The searcher queues a cell's final runs when its search ends: the configuration
-    results.best_per_cell picks, once per final seed, each after every search trial of its cell."""
+def test_selection_reruns_each_cells_top_configurations_and_final_takes_the_lowest_mean(first_run):
+    """Each cell's best 2 distinct search configurations re-run on selection seed 10; the one with the
+    lower mean Avg. Gap there (not necessarily the search's best) is re-run on the final seeds, each
+    final run after every search and selection run of its cell."""
+    from falw_ray.study.results import choose
+
     study, result, _, _ = first_run
+    sel = result.selection
+    assert len(sel) > 0, "with 3 trials per cell, some cell has two finished configurations"
+    for cell in study.cells:
+        space = list(cell.space)
+        runs = sel[sel["cell"] == cell.id]
+        assert len(runs) == candidates(result, cell.id, space), cell.id
+        finals = result.final[result.final["cell"] == cell.id]
+        chosen = result.best[result.best["cell"] == cell.id].iloc[0]
+        if len(runs):
+            assert set(runs["seed"]) == {10}
+            ranks = sorted(runs["rank"].unique())
+            pick = ranks[choose([list(runs[runs["rank"] == r]["avg_gap"]) for r in ranks])]
+            assert chosen["search_rank"] == pick + 1
+            assert chosen["selection_avg_gap"] == pytest.approx(runs[runs["rank"] == pick]["avg_gap"].mean())
+            for k in space:
+                assert (finals[k] == runs[runs["rank"] == pick].iloc[0][k]).all(), (cell.id, k)
+            assert finals["started_at"].min() >= runs["ended_at"].max()
+        for k in space:
+            assert (finals[k] == chosen[k]).all(), (cell.id, k)
+        searched = result.trials[result.trials["cell"] == cell.id]
+        assert sorted(finals["seed"]) == [1, 2]
+        assert finals["started_at"].min() >= searched["ended_at"].max()
+
+
+def test_original_row_is_the_original_models_gap_to_retrain(first_run):
+    """"Do nothing" in the table: the stored original model's own gaps to the retrained model of each
+    final seed, averaged, exactly as metrics.gaps computes them."""
+    from falw_ray.data.registry import load_dataset
+    from falw_ray.metrics import gaps
+    from falw_ray.store import BaselineStore
+    from falw_ray.study.shared import stored_baselines
+
+    study, result, _, tmp = first_run
+    store = BaselineStore(tmp / "store" / "baselines")
+    cell = study.cells[0]
+    per_seed = []
+    for seed in (1, 2):
+        base, _ = stored_baselines(cell.at_seed(seed), store, load_dataset("digits"))
+        per_seed.append(gaps(base.original_metrics, base.retrained_metrics)["avg_gap"])
+    row = result.table[result.table["method"] == "original"].iloc[0]
+    assert row["avg_gap_mean"] == pytest.approx(np.mean(per_seed), abs=1e-9)
+    assert row["avg_gap_std"] == pytest.approx(np.std(per_seed), abs=1e-9)
+
+
+def test_paired_falw_differences_are_on_minus_off_per_seed(first_run):
+    _, result, _, _ = first_run
+    paired = result.paired
+    assert sorted(paired["a"]) == ["ga", "rl", "salun", "scrub"] and (paired["b"] == paired["a"] + "+falw").all()
+    final = result.final
+    for r in paired.itertuples():
+        on = final[(final["method"] == r.a) & final["falw"]].set_index("seed")["avg_gap"]
+        off = final[(final["method"] == r.a) & ~final["falw"]].set_index("seed")["avg_gap"]
+        d = (on - off).to_numpy()
+        assert r.n == 2 and r.mean == pytest.approx(d.mean()) and r.wins == int((d < 0).sum())
+        assert r.ci_low <= r.mean <= r.ci_high
+
+
+def test_a_study_trial_reproduces_experiment_run_bit_for_bit(first_run):
+    """A final re-run and a finished search trial give, metric for metric, what the Python API gives
+    with the same hyperparameters, seed and stored baselines (on the CPU, bit for bit)."""
+    from falw_ray.data.registry import load_dataset
+    from falw_ray.experiment import Experiment
+    from falw_ray.store import BaselineStore
+    from falw_ray.study.shared import stored_baselines
+
+    study, result, _, tmp = first_run
+    store = BaselineStore(tmp / "store" / "baselines")
     cells = {c.id: c for c in study.cells}
-    for _, best in result.best.iterrows():
-        runs = result.final[result.final["cell"] == best["cell"]]
-        assert sorted(runs["seed"]) == [0, 1]
-        for k in cells[best["cell"]].space:
-            assert (runs[k] == best[k]).all(), (best["cell"], k)
-        searched = result.trials[result.trials["cell"] == best["cell"]]
-        assert runs["started_at"].min() >= searched["ended_at"].max()
+    search = result.trials[(result.trials["status"] == "finished") & result.trials["falw"]]
+    for row in (result.final[result.final["falw"]].iloc[0], search.iloc[0]):
+        cell = cells[row["cell"]]
+        base, _ = stored_baselines(cell.at_seed(int(row["seed"])), store, load_dataset("digits"))
+        got = Experiment(baselines=base, device="cpu").run(cell.method, cell.falw, hp=cell.hp(row.to_dict()),
+                                                           epochs=cell.epochs, batch_size=cell.batch_size)
+        for k in ("fa", "ra", "ta", "mia"):
+            assert got.metrics[k] == row[k], (row["cell"], k)
+        assert got.gaps["avg_gap"] == row["avg_gap"]
 
 
-def test_quickstart_mlflow_runs(first_run):
+def test_digits_mlflow_runs(first_run):
     study, result, uri, _ = first_run
     client = MlflowClient(uri)
-    exp = client.get_experiment_by_name("quickstart")
+    exp = client.get_experiment_by_name("digits")
     runs = client.search_runs([exp.experiment_id], max_results=10000)
     assert all(r.info.status != "RUNNING" for r in runs)
     study_run = client.get_run(result.study_run_id)
@@ -92,8 +181,9 @@ def test_quickstart_mlflow_runs(first_run):
     search = [r for r in children if r.data.tags.get("kind") == "trial" and r.data.tags["stage"] == "search"]
     final = [r for r in children if r.data.tags.get("kind") == "trial" and r.data.tags["stage"] == "final"]
     baselines = [r for r in children if r.data.tags.get("kind") == "baseline"]
-    assert len(search) == 9 * 2 and len(final) == 9 * 2
-    assert len(baselines) == 2 * 2, "original + retrained for seeds 0 and 1"
+    select = [r for r in children if r.data.tags.get("kind") == "trial" and r.data.tags["stage"] == "select"]
+    assert len(search) == 9 * 3 and len(final) == 9 * 2 and len(select) == len(result.selection)
+    assert len(baselines) == 4 * 2, "original + retrained for seeds 0, 10, 1 and 2"
     for r in search + final:
         assert all(k in r.data.metrics for k in GAP_METRICS), r.data.metrics
         assert {"method", "falw", "lr", "scenario"} <= set(r.data.params)
@@ -117,7 +207,7 @@ def test_quickstart_mlflow_runs(first_run):
 
 def test_report_rebuilds_the_table_from_mlflow(first_run):
     _, result, uri, tmp = first_run
-    table = report("quickstart", uri, out_dir=tmp / "report")
+    table = report("digits", uri, out_dir=tmp / "report")
     cols = ["scenario", "method", "falw", "avg_gap_mean", "avg_gap_std", "fa_mean", "mia_mean"]
     expected = result.table[cols].sort_values(["method", "falw"]).reset_index(drop=True)
     got = table[cols].sort_values(["method", "falw"]).reset_index(drop=True)
@@ -128,8 +218,8 @@ def test_report_rebuilds_the_table_from_mlflow(first_run):
 def test_second_run_trains_no_baseline(first_run):
     _, first, uri, tmp = first_run
     trained_first = first.baselines[["original", "retrained"]].to_numpy().ravel().tolist()
-    assert trained_first.count("trained") >= 3, "seed 0 and 1 retrained models, and their originals"
-    again = quickstart(trials=1, seeds=[0, 1]).run(tracking_uri=uri, storage=tmp / "store", progress=False)
+    assert trained_first.count("trained") == 8, "seeds 0, 10, 1 and 2: each an original and a retrained model"
+    again = digits_study(trials=1, seeds=[1, 2]).run(tracking_uri=uri, storage=tmp / "store", progress=False)
     statuses = again.baselines[["original", "retrained"]].to_numpy().ravel().tolist()
     assert statuses and set(statuses) == {"hit"}
 

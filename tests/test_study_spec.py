@@ -87,6 +87,20 @@ ONE_FIELD_ERRORS = [
                  ("methods[0].space", "lr", "low (0.1) must be below high (0.001)"), id="reversed_search_bounds"),
     pytest.param(with_method("name: ga\nspace: {lr: {low: 0, high: 0.1, log: true}}\n"),
                  ("methods[0].space", "lr", "log range needs low > 0"), id="log_range_needs_positive_low"),
+    pytest.param(BASE + "final: {seeds: [1, 0, 2]}\n",
+                 ("final.seeds", "seed 0 is the search seed of scenarios[0]", "in_sample"), id="final_seed_in_sample"),
+    pytest.param(BASE + "selection: {seeds: [5]}\nfinal: {seeds: [5, 6]}\n",
+                 ("final.seeds", "seed 5 is also a selection seed"), id="final_seed_is_a_selection_seed"),
+    pytest.param(BASE + "selection: {seeds: [0, 7]}\n",
+                 ("selection.seeds", "seed 0 is the search seed"), id="selection_seed_is_the_search_seed"),
+    pytest.param(BASE + "final: {seeds: [3, 3]}\n", ("final.seeds", "repeats a seed"), id="repeated_final_seed"),
+    pytest.param(BASE.replace("dataset: digits", "dataset: mnist1d\n    data_options: {noise: 2}"),
+                 ("scenarios[0]", "data_options.noise", "unknown option of dataset 'mnist1d'", "'iid_noise_scale'"),
+                 id="unknown_data_option"),
+    pytest.param(BASE.replace("dataset: digits", "dataset: digits\n    data_options: {seed: 2}"),
+                 ("scenarios[0]", "dataset 'digits' takes no options"), id="options_for_a_dataset_without"),
+    pytest.param(BASE + "search: {precision: fp16}\n", ("search.precision", "'fp32' or 'bf16'"), id="precision"),
+    pytest.param(BASE + "compare: [[ga, rl]]\n", ("compare[0]", "no cell 'rl'", "'ga+falw'"), id="compare_unknown_cell"),
 ]
 
 
@@ -360,3 +374,25 @@ def test_evaluation_and_compile_settings(tmp_path):
     assert default.search.evaluate == "rungs" and default.search.compile is False
     assert_error(write(tmp_path, BASE + "search: {evaluate: sometimes}\n", "bad.yaml"),
                  "search.evaluate", "'rungs' or 'every_epoch'")
+
+
+def test_final_seeds_default_to_new_seeds_after_search_and_selection(tmp_path):
+    assert load_study(write(tmp_path, BASE)).final_seeds() == [1, 2, 3]
+    spec = load_study(write(tmp_path, BASE.replace("gamma: 1.0}", "gamma: 1.0}\n    seed: 4")
+                            + "selection: {top_k: 2, seeds: [10, 11]}\n", "sel.yaml"))
+    assert spec.final_seeds() == [12, 13, 14] and spec.selection.top_k == 2
+    inside = load_study(write(tmp_path, BASE + "final: {seeds: [0, 1], in_sample: true}\n", "in.yaml"))
+    assert inside.final_seeds() == [0, 1]
+
+
+def test_compare_pairs_name_cells(tmp_path):
+    spec = load_study(write(tmp_path, BASE + "compare: [[ga, ga+falw]]\n"))
+    assert spec.compare == [("ga", "ga+falw")] and len(build_cells(spec)) == 2
+
+
+def test_data_options_reach_the_scenarios_and_their_cells(tmp_path):
+    text = BASE.replace("dataset: digits", "dataset: mnist1d\n    data_options: {corr_noise_scale: 0.25}")
+    spec = load_study(write(tmp_path, text))
+    scenario = spec.scenario_list()[0]
+    assert scenario.data_options.corr_noise_scale == 0.25 and scenario.data_options.iid_noise_scale == 0.04
+    assert build_cells(spec)[0].id == "mnist1d-corr_noise_scale0.25-conv1d-lt0.1-g1/ga"

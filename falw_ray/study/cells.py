@@ -1,7 +1,7 @@
 """Search cells: one per (scenario, method, FaLW on/off). Trials are compared only within their cell."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..scenario import Scenario
 from ..unlearn import Param, get_method
@@ -18,6 +18,7 @@ class Cell:
     fixed: dict[str, float]
     epochs: int
     batch_size: int | None
+    options: dict[str, str] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -31,13 +32,24 @@ class Cell:
         return self.scenario.model_copy(update={"seed": seed})
 
 
+STAGES = ("search", "select", "final")
+"""A study's stages: the search (on the scenario's own seed), the re-evaluation of each cell's top
+configurations on selection seeds (optional), and the final re-runs of the chosen one on new seeds."""
+
+
 def trial_stage(config: dict) -> str:
-    """"final" for a final re-run (Tune config ``{"final": {...}}``), else "search"."""
-    return "final" if "final" in config else "search"
+    """A re-run's Tune config is ``{"select": {...}}`` or ``{"final": {...}}``; a search trial's is flat."""
+    return next((s for s in STAGES[1:] if s in config), "search")
+
+
+def stage_config(config: dict) -> dict:
+    """The trial's own settings (cell, seed, hyperparameters), whatever its stage."""
+    stage = trial_stage(config)
+    return config[stage] if stage != "search" else config
 
 
 def scenario_label(s: Scenario) -> str:
-    return f"{s.dataset}-{s.model}-{s.forget.label}"
+    return f"{s.dataset}{s.options_label}-{s.model}-{s.forget.label}"
 
 
 def build_cells(spec: StudySpec) -> list[Cell]:
@@ -53,7 +65,7 @@ def build_cells(spec: StudySpec) -> list[Cell]:
                 label = f"{entry.name}{'+falw' if falw and entry.name != 'falw' else ''}"
                 cells.append(Cell(
                     id=f"{scenario_label(scenario)}/{label}", scenario=scenario, method=entry.name, falw=falw,
-                    space=space, fixed=fixed, epochs=epochs, batch_size=entry.batch_size,
+                    space=space, fixed=fixed, epochs=epochs, batch_size=entry.batch_size, options=dict(entry.options),
                 ))
     ids = [c.id for c in cells]
     dupes = sorted({i for i in ids if ids.count(i) > 1})

@@ -64,7 +64,13 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("_") or "_"
 
 
+ORIGINAL = "original"
+"""The original model's own row (no unlearning): drawn in grey, dotted, as the gap to beat."""
+
+
 def series_label(method: str, falw: bool) -> str:
+    if method == ORIGINAL:
+        return "original (no unlearning)"
     return f"{method} + FaLW" if falw and method != "falw" else method
 
 
@@ -153,6 +159,7 @@ def _deviation_figure(scenario: str, data: pd.DataFrame, path: Path) -> None:
     palette = colormaps["tab10"].colors
     color = {m: palette[(known.index(m) if m in known else len(known) + i) % len(palette)]
              for i, m in enumerate(methods)}
+    color[ORIGINAL] = "#7f7f7f"
     series = sorted({(m, f) for m, f in zip(data["method"], data["falw"])},
                     key=lambda s: (methods.index(s[0]), s[1]))
     seeds = int(data["seeds"].max())
@@ -168,7 +175,8 @@ def _deviation_figure(scenario: str, data: pd.DataFrame, path: Path) -> None:
     marker = num_classes <= 40
     for method, falw in series:
         rows = data[(data["method"] == method) & (data["falw"] == falw)].sort_values("cls")
-        top.plot(rows["cls"], rows["gap"], color=color[method], ls="-" if falw else "--", lw=1.8 if falw else 1.4,
+        style = ":" if method == ORIGINAL else "-" if falw else "--"
+        top.plot(rows["cls"], rows["gap"], color=color[method], ls=style, lw=1.8 if falw else 1.4,
                  marker=("o" if falw else "s") if marker else None, ms=4, label=series_label(method, falw))
     top.set_xlim(-0.5, num_classes - 0.5)
     if num_classes <= 20:
@@ -434,7 +442,7 @@ def _landscape(trials: pd.DataFrame, space: dict, cell_id: str, path: Path) -> P
 
 
 def write_all(final_df: pd.DataFrame, reference, trials_df: pd.DataFrame, cells: Mapping | None,
-              out_dir: str | Path) -> list[Path]:
+              out_dir: str | Path, original: pd.DataFrame | None = None) -> list[Path]:
     """Every plot of a study into ``out_dir``: the deviation plots from the finished final re-runs
     and Retrain's per-class FA (``reference``: see :func:`reference_map`), and the search plots
     of every cell. A plot that cannot be drawn is reported as a warning, never an exception: a
@@ -443,6 +451,8 @@ def write_all(final_df: pd.DataFrame, reference, trials_df: pd.DataFrame, cells:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
     final_ok = final_df[final_df["status"] == "finished"] if "status" in final_df else final_df
+    if original is not None and len(original):
+        final_ok = pd.concat([original.assign(method=ORIGINAL, falw=False), final_ok], ignore_index=True)
     for what, draw in (("deviation", lambda: deviation_plot(final_ok, reference, out_dir)),
                        ("search", lambda: search_plots(trials_df, cells, out_dir))):
         try:

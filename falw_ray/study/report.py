@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .results import final_table, format_table, to_markdown
+from ..metrics import gaps
+from .results import final_table, format_table, paired_table, table_notes, to_markdown
 from .tracking import Tracker, TrackingError, per_class_from_metrics
 
 TRIAL_PARAMS = {"method", "falw", "scenario", "dataset", "model", "forget", "gamma", "seed", "epochs"}
@@ -18,8 +19,8 @@ def default_report_dir(study: str) -> Path:
     return Path.cwd() / "falw_results" / study / "report"
 
 
-def final_frames(tracker: Tracker, study_run: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(final re-runs, retrained references) of one study run, as recorded in MLflow; both with
+def final_frames(tracker: Tracker, study_run: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(final re-runs, retrained references, original models) of one study run, as recorded in MLflow; all with
     ``fa_per_class`` (None where the study predates per-class logging). The re-runs come in the
     order they started, which is the study's order of cells, as in the runner's own frames."""
     rows = []
@@ -32,15 +33,24 @@ def final_frames(tracker: Tracker, study_run: str) -> tuple[pd.DataFrame, pd.Dat
                      **{k: m.get(k) for k in ("fa", "ra", "ta", "mia", "avg_gap", "rte")}, "seconds": m.get("elapsed"),
                      "status": "finished", "fa_per_class": per_class_from_metrics(m)})
     seeds = {(r["scenario"], r["seed"]) for r in rows}
-    refs = []
-    for run in tracker.children(study_run, "baseline", "tags.role = 'retrained'"):
+    roles: dict[str, list] = {"retrained": [], "original": []}
+    for run in tracker.children(study_run, "baseline"):
         p, m = run.data.params, run.data.metrics
         key = (p.get("label"), int(p["seed"]))
-        if key in seeds:
-            refs.append({"scenario": key[0], "seed": key[1], **{k: m[k] for k in ("fa", "ra", "ta", "mia")},
-                         "seconds": m["train_seconds"], "fa_per_class": per_class_from_metrics(m)})
-    refs = pd.DataFrame(refs, columns=["scenario", "seed", "fa", "ra", "ta", "mia", "seconds", "fa_per_class"])
-    return pd.DataFrame(rows), refs.drop_duplicates(["scenario", "seed"])
+        if key in seeds and p.get("role") in roles:
+            roles[p["role"]].append({"scenario": key[0], "seed": key[1], **{k: m[k] for k in ("fa", "ra", "ta", "mia")},
+                                     "seconds": m["train_seconds"], "fa_per_class": per_class_from_metrics(m)})
+    columns = ["scenario", "seed", "fa", "ra", "ta", "mia", "seconds", "fa_per_class"]
+    refs = pd.DataFrame(roles["retrained"], columns=columns).drop_duplicates(["scenario", "seed"])
+    retrained = {(r["scenario"], r["seed"]): r for r in roles["retrained"]}
+    original = []
+    for o in roles["original"]:
+        r = retrained.get((o["scenario"], o["seed"]))
+        if r is not None and (o["scenario"], o["seed"]) not in {(x["scenario"], x["seed"]) for x in original}:
+            have_classes = o["fa_per_class"] is not None and r["fa_per_class"] is not None
+            g = gaps(o if have_classes else {**o, "fa_per_class": []}, r if have_classes else {**r, "fa_per_class": []})
+            original.append({**o, **g})
+    return pd.DataFrame(rows), refs, pd.DataFrame(original)
 
 
 def search_frame(tracker: Tracker, study_run: str) -> pd.DataFrame:
@@ -86,17 +96,20 @@ def report(study: str, tracking_uri: str | None = None, out_dir: str | Path | No
     study_run = run_id or tracker.latest_study_run()
     if study_run is None:
         raise TrackingError(f"no study run of {study!r} in MLflow at {tracker.uri}")
-    final, reference = final_frames(tracker, study_run)
+    final, reference, original = final_frames(tracker, study_run)
     if final.empty:
         raise TrackingError(f"study run {study_run} of {study!r} has no finished final-stage runs yet")
-    table = final_table(final.drop(columns=["fa_per_class"]), reference.drop(columns=["fa_per_class"]))
+    table = final_table(final.drop(columns=["fa_per_class"]), reference.drop(columns=["fa_per_class"]),
+                        original.drop(columns=["fa_per_class"], errors="ignore"))
+    paired = paired_table(final)
     out = Path(out_dir) if out_dir is not None else default_report_dir(study)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / "table.csv", out / "table.md"]
     table.to_csv(paths[0], index=False)
-    paths[1].write_text(to_markdown(format_table(table)))
+    paths[1].write_text(to_markdown(format_table(table, markdown=True)) + table_notes(paired, []))
     if plots:
         trials = search_frame(tracker, study_run)
-        paths += study_plots.write_all(final, reference, trials, tracker.search_space(study_run), out / "plots")
+        paths += study_plots.write_all(final, reference, trials, tracker.search_space(study_run), out / "plots",
+                                       original)
     table.attrs["paths"] = paths
     return table

@@ -1,5 +1,8 @@
-"""Study results as tables: every trial, the best configuration per cell, and the final mean +- std table."""
+"""Study results as tables: every trial, the configuration chosen per cell, the final mean +- std table
+with Retrain's and the original model's rows, paired differences between cells, and range warnings."""
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pandas as pd
@@ -8,14 +11,28 @@ SUMMARY = ("fa", "ra", "ta", "mia", "avg_gap")
 LABELS = {"fa": "FA", "ra": "RA", "ta": "TA", "mia": "MIA", "avg_gap": "Avg. Gap", "seconds": "Time (s)", "rte": "RTE"}
 
 
-def best_of(outcomes: list[tuple[str, float]]) -> int | None:
-    """Which of a cell's trials, given as (status, avg_gap) in the order they were created, is its
-    best: the lowest Avg. Gap among those that ran every epoch and did not diverge (early-stopped and
-    diverged ones count only when none finished, failed ones never), the earliest on a tie."""
+def ranked(outcomes: list[tuple[str, float]]) -> list[int]:
+    """A cell's trials, given as (status, avg_gap) in the order they were created, best first: by
+    Avg. Gap among those that ran every epoch and did not diverge (early-stopped and diverged ones
+    count only when none finished, failed ones never), the earlier first on a tie."""
     finished = [i for i, (status, _) in enumerate(outcomes) if status == "finished"]
     pool = finished or [i for i, (status, _) in enumerate(outcomes) if status != "error"]
-    scored = [i for i in pool if not np.isnan(outcomes[i][1])]
-    return min(scored, key=lambda i: outcomes[i][1]) if scored else None
+    return sorted((i for i in pool if not np.isnan(outcomes[i][1])), key=lambda i: (outcomes[i][1], i))
+
+
+def best_of(outcomes: list[tuple[str, float]]) -> int | None:
+    """The best of a cell's trials by :func:`ranked`'s rule, or None when none has a result."""
+    order = ranked(outcomes)
+    return order[0] if order else None
+
+
+def choose(candidate_gaps: list[list[float]]) -> int:
+    """Which of a cell's re-evaluated candidates (Avg. Gap per selection seed, candidates in search
+    rank order) goes to the final stage: the lowest mean; a candidate with a failed run never wins
+    over one without; the better search rank on a tie."""
+    def mean(gaps: list[float]) -> float:
+        return math.inf if not gaps or any(math.isnan(g) for g in gaps) else float(np.mean(gaps))
+    return min(range(len(candidate_gaps)), key=lambda i: (mean(candidate_gaps[i]), i))
 
 
 def best_per_cell(trials: pd.DataFrame, cells: dict) -> pd.DataFrame:
@@ -28,28 +45,125 @@ def best_per_cell(trials: pd.DataFrame, cells: dict) -> pd.DataFrame:
     return pd.DataFrame(rows).reset_index(drop=True)
 
 
-def final_table(final: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
-    """Mean and std over seeds per scenario, method and FaLW, with Retrain's own row first per scenario."""
+REFERENCE_ROWS = ("retrain", "original")
+"""Rows that are not unlearning methods: Retrain (the target, gap 0) and the original model itself
+("do nothing": the gap every method starts from and must beat)."""
+
+
+def final_table(final: pd.DataFrame, reference: pd.DataFrame, original: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Mean and std over seeds per scenario, method and FaLW, with Retrain's row and the original
+    model's own row (its gaps to Retrain: doing nothing) first per scenario."""
     cols = [*SUMMARY, "seconds", "rte"]
     frames = [reference.assign(method="retrain", falw="-", avg_gap=0.0, rte=1.0)] if len(reference) else []
+    if original is not None and len(original):
+        frames.append(original.assign(method="original", falw="-", seconds=0.0, rte=0.0))
     frames.append(final.assign(falw=final["falw"].map({True: "on", False: "off"})))
     data = pd.concat(frames, ignore_index=True)
     grouped = data.groupby(["scenario", "method", "falw"], sort=False)[cols]
     table = grouped.mean().add_suffix("_mean").join(grouped.std(ddof=0).add_suffix("_std"))
     table["seeds"] = grouped.size()
     table = table.reset_index()
-    best = table[table["method"] != "retrain"].groupby("scenario")["avg_gap_mean"].idxmin()
-    table["best"] = table.index.isin(best.values)
+    methods = table[~table["method"].isin(REFERENCE_ROWS)]
+    low = methods.groupby("scenario")["avg_gap_mean"].transform("min").round(2)
+    table["best"] = table.index.isin(methods.index[methods["avg_gap_mean"].round(2) == low])
     return table
 
 
-def format_table(table: pd.DataFrame) -> pd.DataFrame:
-    """The paper's layout: 'mean +- std' strings, the best Avg. Gap per scenario marked."""
+def format_table(table: pd.DataFrame, markdown: bool = False) -> pd.DataFrame:
+    """The paper's layout: 'mean ± std' strings; the best Avg. Gap per scenario (every row that ties
+    at two decimals) in bold for Markdown, marked in a column of its own for the console."""
     out = table[["scenario", "method", "falw"]].copy()
     for c in (*SUMMARY, "seconds", "rte"):
         out[LABELS[c]] = [f"{m:.2f} ± {s:.2f}" for m, s in zip(table[f"{c}_mean"], table[f"{c}_std"])]
-    out["Avg. Gap"] = [f"**{v}**" if b else v for v, b in zip(out["Avg. Gap"], table["best"])]
+    if markdown:
+        out["Avg. Gap"] = [f"**{v}**" if b else v for v, b in zip(out["Avg. Gap"], table["best"])]
+    else:
+        out["best"] = ["*" if b else "" for b in table["best"]]
     return out
+
+
+def paired_difference(a: pd.DataFrame, b: pd.DataFrame, metric: str = "avg_gap") -> dict:
+    """``b - a`` on ``metric``, paired by seed (both ran on the same baselines and splits): mean,
+    std, a 95% t interval, how often b was lower (wins), and a paired t-test's two-sided p-value."""
+    from scipy import stats
+
+    joined = a[["seed", metric]].merge(b[["seed", metric]], on="seed", suffixes=("_a", "_b")).dropna()
+    d = (joined[f"{metric}_b"] - joined[f"{metric}_a"]).to_numpy(dtype=np.float64)
+    n = len(d)
+    out = {"n": n, "mean": float(d.mean()) if n else math.nan, "std": float(d.std(ddof=1)) if n > 1 else math.nan,
+           "ci_low": math.nan, "ci_high": math.nan, "wins": int((d < 0).sum()), "ties": int((d == 0).sum()),
+           "p_value": math.nan}
+    if n > 1:
+        half = stats.t.ppf(0.975, n - 1) * out["std"] / math.sqrt(n)
+        out["ci_low"], out["ci_high"] = out["mean"] - half, out["mean"] + half
+        if out["std"] > 0:
+            out["p_value"] = float(stats.ttest_rel(joined[f"{metric}_b"], joined[f"{metric}_a"]).pvalue)
+    return out
+
+
+def paired_table(final: pd.DataFrame, pairs: list[tuple[str, str]] = ()) -> pd.DataFrame:
+    """Per scenario, each method's FaLW on minus off, then each named pair of cell labels (b minus a),
+    on the final seeds' Avg. Gap: negative means the second is closer to Retrain."""
+    rows = []
+    done = final[final["status"] == "finished"] if "status" in final else final
+    labels = done["method"] + np.where(done["falw"] & (done["method"] != "falw"), "+falw", "")
+    done = done.assign(label=labels)
+    for scenario, group in done.groupby("scenario", sort=False):
+        wanted = [(m, f"{m}+falw") for m in group["method"].unique() if m != "falw"] + list(pairs)
+        for a, b in dict.fromkeys(wanted):
+            ra, rb = group[group["label"] == a], group[group["label"] == b]
+            if len(ra) and len(rb):
+                rows.append({"scenario": scenario, "a": a, "b": b, **paired_difference(ra, rb)})
+    return pd.DataFrame(rows, columns=["scenario", "a", "b", "n", "mean", "std", "ci_low", "ci_high", "wins",
+                                       "ties", "p_value"])
+
+
+def format_paired(paired: pd.DataFrame) -> pd.DataFrame:
+    """Paired differences for people: 'b - a', mean [95% interval], wins out of n, p."""
+    def num(v: float) -> str:
+        return "-" if math.isnan(v) else f"{v:+.2f}"
+
+    return pd.DataFrame({
+        "scenario": paired["scenario"], "difference": paired["b"] + " - " + paired["a"],
+        "Avg. Gap diff": [num(v) for v in paired["mean"]],
+        "95% interval": [f"[{num(lo)}, {num(hi)}]" for lo, hi in zip(paired["ci_low"], paired["ci_high"])],
+        "wins": [f"{w}/{n}" for w, n in zip(paired["wins"], paired["n"])],
+        "p (paired t)": ["-" if math.isnan(p) else f"{p:.3f}" for p in paired["p_value"]],
+    })
+
+
+EDGE = 0.02
+"""A chosen value within this share of its range (log scale for log ranges) sits at the range's edge."""
+
+
+def edge_warnings(chosen: pd.DataFrame, spaces: dict) -> list[str]:
+    """One line per chosen hyperparameter at the edge of its searched range: the optimum may lie
+    outside it. ``spaces`` maps a cell to its searched Params."""
+    out = []
+    for _, row in chosen.iterrows():
+        for name, p in spaces.get(row["cell"], {}).items():
+            v = row.get(name)
+            if v is None or (isinstance(v, float) and math.isnan(v)):
+                continue
+            lo, hi, x = (math.log(p.low), math.log(p.high), math.log(v)) if p.log else (p.low, p.high, float(v))
+            pos = (x - lo) / (hi - lo)
+            if pos <= EDGE:
+                out.append(f"{row['cell']}: {name} = {v:.3g} at its lower bound {p.low:g}: widen the range")
+            elif pos >= 1 - EDGE:
+                out.append(f"{row['cell']}: {name} = {v:.3g} at its upper bound {p.high:g}: widen the range")
+    return out
+
+
+def table_notes(paired: pd.DataFrame, warnings: list[str]) -> str:
+    """What table.md says under the table: the reference rows, the paired differences, the edges."""
+    lines = ["", "retrain: the model retrained without the forget set (every gap is taken to it). "
+             "original: the original model itself, no unlearning (the gap each method starts from).", ""]
+    if len(paired):
+        lines += ["Paired differences of Avg. Gap over the final seeds (second minus first; negative: the second "
+                  "is closer to Retrain; wins: seeds where it is lower):", "", to_markdown(format_paired(paired))]
+    if warnings:
+        lines += ["Chosen values at the edge of their search range:", ""] + [f"- {w}" for w in warnings] + [""]
+    return "\n".join(lines)
 
 
 def to_markdown(df: pd.DataFrame) -> str:

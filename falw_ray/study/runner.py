@@ -1,8 +1,10 @@
 """The Study API: run a study file on the local machine or a connected Ray cluster.
 
 Data flow: spec -> cells -> baselines (store, Ray tasks for missing ones, object refs) -> one Tune run
-over all cells: each cell's search, then as soon as it ends its best configuration re-run over the
-final seeds -> tables (CSV, Markdown, MLflow) and plots.
+over all cells: each cell's search, then as soon as it ends its top configurations re-run on the
+selection seeds (when the study names any) and the chosen one re-run over the final seeds, which are
+new -> tables (CSV, Markdown, MLflow: Retrain, the original model, every method, paired differences)
+and plots.
 """
 from __future__ import annotations
 
@@ -14,10 +16,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from .cells import Cell, build_cells, scenario_label, trial_stage
-from .results import best_per_cell, final_table, format_table, to_markdown
+from .cells import Cell, build_cells, scenario_label, stage_config, trial_stage
+from ..metrics import gaps as gaps_to
+from .results import (best_per_cell, choose, edge_warnings, final_table, format_paired, format_table, paired_table,
+                      table_notes, to_markdown)
 from .spec import StudyError, StudySpec, load_study, parse_study
 from .progress import ProgressLine
 from .journal import Journal
@@ -54,9 +59,19 @@ class StudyResult:
     tracking_uri: str
     seconds: float = 0.0
     paths: dict = field(default_factory=dict)
+    selection: pd.DataFrame = field(default_factory=pd.DataFrame)
+    paired: pd.DataFrame = field(default_factory=pd.DataFrame)
+    warnings: list[str] = field(default_factory=list)
 
     def show(self) -> str:
-        return format_table(self.table).to_string(index=False)
+        """The final table, the paired differences and the range warnings, as the console shows them."""
+        parts = [format_table(self.table).to_string(index=False)]
+        if len(self.paired):
+            parts.append("paired Avg. Gap differences over the final seeds (negative: the second is closer to "
+                         "Retrain):\n" + format_paired(self.paired).to_string(index=False))
+        if self.warnings:
+            parts.append("chosen values at the edge of their search range:\n" + "\n".join(f"  {w}" for w in self.warnings))
+        return "\n\n".join(parts)
 
 
 class Study:
@@ -92,25 +107,29 @@ class Study:
         results_dir = root / spec.name
         for k, v in QUIET_ENV.items():
             os.environ.setdefault(k, v)
+        # Tracking is checked before Ray starts: an unreachable store costs a second, not a cluster start.
+        tracker = Tracker(tracking_uri or spec.tracking.uri, spec.tracking.experiment or spec.name, root / "mlartifacts")
+        tracker.connect()
+        say(f"results: {results_dir}; baseline store: {root / 'baselines'}; MLflow: {tracker.uri}")
         if not ray.is_initialized():
             local = {} if address else {"_node_ip_address": "127.0.0.1"}
             ray.init(address=address, include_dashboard=False, log_to_driver=progress,
                      runtime_env={"env_vars": dict(QUIET_ENV)} if address else None, **local)
         _check_resources(spec, self.source, address, ray.cluster_resources())
         self.concurrency = spec.search.max_concurrent or _slots(spec, address, ray.cluster_resources())
-        tracker = Tracker(tracking_uri or spec.tracking.uri, spec.tracking.experiment or spec.name, root / "mlartifacts")
-        tracker.connect()
         study_run = tracker.resume_study() if resume else None
         if study_run is None:
             resume = False
             study_run = tracker.start_study(
                 f"{spec.name}", {"study": spec.name, "source": self.source, "cells": len(self.cells),
-                                 "trials_per_cell": spec.search.trials, "final_seeds": spec.final.seeds},
+                                 "trials_per_cell": spec.search.trials, "final_seeds": spec.final_seeds(),
+                                 "selection_seeds": spec.selection.seeds, "selection_top_k": spec.selection.top_k},
             )
         else:
             say(f"resuming study run {study_run}")
         say(f"study {spec.name}: {len(self.cells)} cells x {spec.search.trials} trials, "
-            f"final seeds {spec.final.seeds}; MLflow {tracker.uri} (run {study_run})")
+            + (f"top {spec.selection.top_k} re-run on seeds {spec.selection.seeds}, " if spec.selection.seeds else "")
+            + f"final seeds {spec.final_seeds()}; MLflow {tracker.uri} (run {study_run})")
         status = "FAILED"
         try:
             result = self._run(tracker, root, results_dir, say, resume)
@@ -155,17 +174,21 @@ class Study:
             es = spec.early_stopping
             rungs = {c.id: rung_epochs(es.grace_period, es.reduction_factor, c.epochs) if es.enabled else []
                      for c in self.cells}
+            last = {c.id: (c.epochs,) for c in self.cells}
             return {"search": {c.id: tuple(sorted({c.epochs, *rungs[c.id]})) for c in self.cells},
-                    "final": {c.id: (c.epochs,) for c in self.cells}}
+                    "select": last, "final": last}
 
         def trainable(completed: dict):
             fn = tune.with_parameters(unlearning_trial, cells=cells, baselines=dict(shared.baselines),
                                       datasets=dict(shared.datasets), threads=max(1, int(res.cpu)),
                                       falw_refresh_every=spec.search.falw_refresh_every, completed=completed,
-                                      evaluate=evaluated_epochs(), compile=spec.search.compile)
+                                      evaluate=evaluated_epochs(), compile=spec.search.compile,
+                                      precision=spec.search.precision)
             return tune.with_resources(fn, {"cpu": res.cpu, "gpu": res.gpu})
 
-        n_search, n_final = len(self.cells) * spec.search.trials, len(self.cells) * len(spec.final.seeds)
+        final_seeds, select_seeds = spec.final_seeds(), spec.selection.seeds
+        n_search, n_final = len(self.cells) * spec.search.trials, len(self.cells) * len(final_seeds)
+        n_select = len(self.cells) * spec.selection.top_k * len(select_seeds)  # at most: fewer distinct configs, fewer runs
         journal = Journal(root / "ray" / f"{spec.name}.finished.jsonl")
         path = root / "ray" / spec.name
         restoring = resume and tune.Tuner.can_restore(path)
@@ -173,15 +196,17 @@ class Study:
         logger = TrialLogger(tracker, cells, journal, replayed=done)
         run_config = tune.RunConfig(
             name=spec.name, storage_path=str(root / "ray"), verbose=0,
-            callbacks=[logger, ProgressLine("search", n_search, say, cells), ProgressLine("final", n_final, say, cells),
-                       CSVLoggerCallback()],
+            callbacks=[logger, ProgressLine("search", n_search, say, cells),
+                       *([ProgressLine("select", n_select, say, cells)] if select_seeds else []),
+                       ProgressLine("final", n_final, say, cells), CSVLoggerCallback()],
             failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
         )
 
         # Every baseline first, the final stage's seeds too: a cell's final runs start as soon as its
         # search is over, and no trial holds a CPU waiting for a baseline task that needs one.
-        final_scenarios = [c.at_seed(seed) for c in self.cells for seed in spec.final.seeds]
-        baselines_for(spec.scenario_list() + final_scenarios)
+        final_scenarios = [c.at_seed(seed) for c in self.cells for seed in final_seeds]
+        select_scenarios = [c.at_seed(seed) for c in self.cells for seed in select_seeds]
+        baselines_for(spec.scenario_list() + select_scenarios + final_scenarios)
         if restoring:
             # A trial the journal holds as finished keeps its MLflow run and is replayed from its
             # recorded result; any other trial Tune runs again gets a fresh run in place of its old one.
@@ -202,26 +227,35 @@ class Study:
             scheduler = (CellScheduler(self.cells, spec.early_stopping.grace_period,
                                        spec.early_stopping.reduction_factor) if spec.early_stopping.enabled else None)
             tuner = tune.Tuner(trainable({}), run_config=run_config, tune_config=tune.TuneConfig(
-                search_alg=CellSearcher(self.cells, spec.search.trials, spec.search.sampler_seed, spec.final.seeds),
-                scheduler=scheduler, num_samples=n_search + n_final,
+                search_alg=CellSearcher(self.cells, spec.search.trials, spec.search.sampler_seed, final_seeds,
+                                        select_seeds, spec.selection.top_k),
+                scheduler=scheduler, num_samples=n_search + n_select + n_final,
                 max_concurrent_trials=self.concurrency, reuse_actors=True,
             ))
         grid = tuner.fit()
         logger.flush()
         trials = _trials_frame(grid, cells, logger.runs, "search")
+        selection = _trials_frame(grid, cells, logger.runs, "select")
         final = _trials_frame(grid, cells, logger.runs, "final")
-        best = best_per_cell(trials, cells)
+        best = _chosen(best_per_cell(trials, cells), selection, trials, cells)
         for run_id in best["mlflow_run_id"].dropna():
             tracker.tag(run_id, {"best": "true"})
-        say(f"{len(trials)} search trials; best Avg. Gap per cell:\n" + best[["cell", "avg_gap"]].to_string(index=False))
         final["seconds"] = final["elapsed"]
-        reference = _reference_frame(shared.events, {s.key() for s in final_scenarios})
-        table = final_table(final[final["status"] == "finished"], reference)
+        keys = {s.key() for s in final_scenarios}
+        reference = _reference_frame(shared.events, keys)
+        original = _original_frame(shared.events, keys)
+        table = final_table(final[final["status"] == "finished"], reference, original)
+        paired = paired_table(final, spec.compare)
+        warnings = edge_warnings(best, {cid: c.space for cid, c in cells.items()})
         baselines = pd.DataFrame([{k: (v.name if k == "scenario" else v) for k, v in e.items() if k != "metrics"}
                                   for e in shared.events])
         result = StudyResult(trials=trials, best=best, final=final, table=table, baselines=baselines,
-                             results_dir=results_dir, study_run_id=tracker.study_run, tracking_uri=tracker.uri)
-        result.paths = _write(result, tracker, reference, cells)
+                             results_dir=results_dir, study_run_id=tracker.study_run, tracking_uri=tracker.uri,
+                             selection=selection, paired=paired, warnings=warnings)
+        for w in warnings:
+            say(w)
+        result.paths = _write(result, tracker, reference, cells, original)
+        tracker.log_outcome(paired, original, warnings)
         return result
 
 
@@ -245,7 +279,7 @@ def _trials_frame(grid, cells: dict, runs: dict, stage: str) -> pd.DataFrame:
         config = r.config or {}
         if trial_stage(config) != stage:
             continue
-        config = config.get("final", config)
+        config = stage_config(config)
         if "cell" not in config:  # failed past its retries before reporting anything
             rows.append({"status": "error", "error": str(r.error)[:300]})
             continue
@@ -257,6 +291,7 @@ def _trials_frame(grid, cells: dict, runs: dict, stage: str) -> pd.DataFrame:
         rows.append({
             "cell": cell.id, "scenario": scenario_label(scenario), "method": cell.method, "falw": cell.falw,
             "seed": scenario.seed, "trial_id": m.get("trial_id"), "status": status, "epochs_done": m.get("epoch", 0),
+            **({"rank": config["rank"]} if "rank" in config else {}),
             **cell.hp(config),
             **{k: m.get(k, float("nan")) for k in ("fa", "ra", "ta", "mia", "fa_gap", "ra_gap", "ta_gap", "mia_gap",
                                                     "avg_gap", "fa_gap_head", "fa_gap_mid", "fa_gap_tail",
@@ -266,6 +301,47 @@ def _trials_frame(grid, cells: dict, runs: dict, stage: str) -> pd.DataFrame:
             "gpu_share": m.get("gpu_share"),
             "mlflow_run_id": runs.get(m.get("trial_id")),
         })
+    return pd.DataFrame(rows)
+
+
+def _chosen(best: pd.DataFrame, selection: pd.DataFrame, trials: pd.DataFrame, cells: dict) -> pd.DataFrame:
+    """Each cell's configuration that went to the final seeds, as its search trial's row: the search's
+    best, or, where a selection stage ran, the candidate with the lowest mean Avg. Gap over the
+    selection seeds (results.choose, the searcher's own rule), with that mean and its spread."""
+    if not len(selection):
+        return best
+    rows = []
+    for _, row in best.iterrows():
+        runs = selection[selection["cell"] == row["cell"]]
+        if not len(runs):
+            rows.append(row)
+            continue
+        space = list(cells[row["cell"]].space)
+        ranks = sorted(runs["rank"].unique())
+        gaps = [[g if s in ("finished", "diverged") else float("nan")
+                 for s, g in zip(runs[runs["rank"] == r]["status"], runs[runs["rank"] == r]["avg_gap"])] for r in ranks]
+        pick = ranks[choose(gaps)]
+        picked = runs[runs["rank"] == pick]
+        same = trials[(trials["cell"] == row["cell"])
+                      & np.logical_and.reduce([trials[k] == picked.iloc[0][k] for k in space])]
+        out = same.sort_values("avg_gap", kind="stable").iloc[0].copy() if len(same) else row.copy()
+        out["search_rank"] = int(pick) + 1
+        out["selection_avg_gap"] = float(picked["avg_gap"].mean())
+        out["selection_avg_gap_std"] = float(picked["avg_gap"].std(ddof=0))
+        out["selection_seeds"] = len(picked)
+        rows.append(out)
+    return pd.DataFrame(rows).reset_index(drop=True)
+
+
+def _original_frame(events: list[dict], keys: set[str]) -> pd.DataFrame:
+    """The original model's own metrics and gaps to Retrain per final seed: what doing nothing scores."""
+    rows = []
+    for e in events:
+        if e["key"] in keys:
+            o, r = e["metrics"]["original"], e["metrics"]["retrained"]
+            g = gaps_to(o, r)
+            rows.append({"scenario": scenario_label(e["scenario"]), "seed": e["scenario"].seed,
+                         **{k: o[k] for k in ("fa", "ra", "ta", "mia")}, **g, "fa_per_class": o.get("fa_per_class")})
     return pd.DataFrame(rows)
 
 
@@ -281,25 +357,31 @@ def _reference_frame(events: list[dict], keys: set[str]) -> pd.DataFrame:
 
 
 def _write(result: StudyResult, tracker: Tracker, reference: pd.DataFrame | None = None,
-           cells: dict | None = None) -> dict:
+           cells: dict | None = None, original: pd.DataFrame | None = None) -> dict:
     d = result.results_dir
     d.mkdir(parents=True, exist_ok=True)
     paths = {
         "trials": d / "trials.csv", "best": d / "best.csv", "final": d / "final.csv",
         "table": d / "table.csv", "table_md": d / "table.md", "baselines": d / "baselines.csv",
+        "paired": d / "paired.csv",
     }
+    if len(result.selection):
+        paths["selection"] = d / "selection.csv"
+        result.selection.to_csv(paths["selection"], index=False)
+    result.paired.to_csv(paths["paired"], index=False)
     result.trials.to_csv(paths["trials"], index=False)
     result.best.to_csv(paths["best"], index=False)
     result.final.to_csv(paths["final"], index=False)
     result.table.to_csv(paths["table"], index=False)
     result.baselines.to_csv(paths["baselines"], index=False)
-    paths["table_md"].write_text(to_markdown(format_table(result.table)))
+    paths["table_md"].write_text(to_markdown(format_table(result.table, markdown=True))
+                                 + table_notes(result.paired, result.warnings))
     for p in paths.values():
         tracker.client.log_artifact(result.study_run_id, str(p))
     from .plots import write_all
 
     paths["plots"] = d / "plots"
-    if write_all(result.final, reference, result.trials, cells, paths["plots"]):
+    if write_all(result.final, reference, result.trials, cells, paths["plots"], original):
         tracker.client.log_artifacts(result.study_run_id, str(paths["plots"]), artifact_path="plots")
     return paths
 

@@ -14,7 +14,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from ..unlearn import Param
 from .cells import Cell
-from .results import best_of
+from .results import choose, ranked
 
 METRIC, MODE = "avg_gap", "min"
 
@@ -32,12 +32,15 @@ def optuna_space(space: dict[str, Param]) -> dict[str, optuna.distributions.Base
 class CellSearcher(Searcher):
     """Round-robins new trials over cells with budget left; each cell's Optuna study sees only its trials.
 
-    With ``final_seeds``, a cell whose search trials have all completed gets its final re-runs next:
-    its best configuration (``results.best_of``, the rule the study's tables use) once per seed, as trials with
-    config ``{"final": {"cell", "seed", **hp}}``. So one Tune run holds the whole study, and no cell
-    waits for the slowest cell's search before its final runs start."""
+    When a cell's search trials have all completed, its re-runs are queued next, so one Tune run holds
+    the whole study and no cell waits for the slowest cell: with ``select_seeds``, its ``top_k`` best
+    distinct configurations (``results.ranked``, the rule the study's tables use) once per selection
+    seed (config ``{"select": {"cell", "seed", "rank", **hp}}``); then, once those are in, the one
+    with the lowest mean (``results.choose``) once per final seed (``{"final": {"cell", "seed", **hp}}``).
+    Without selection seeds the search's best goes straight to the final seeds."""
 
-    def __init__(self, cells: list[Cell], trials_per_cell: int, seed: int = 0, final_seeds: list[int] | None = None):
+    def __init__(self, cells: list[Cell], trials_per_cell: int, seed: int = 0, final_seeds: list[int] | None = None,
+                 select_seeds: list[int] | None = None, top_k: int = 1):
         super().__init__(metric=METRIC, mode=MODE)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.cells = [c.id for c in cells]
@@ -45,58 +48,86 @@ class CellSearcher(Searcher):
         self.space = {c.id: list(c.space) for c in cells}
         self.budget = trials_per_cell
         self.final_seeds = list(final_seeds or [])
+        self.select_seeds = list(select_seeds or [])
+        self.top_k = top_k
         self.searchers = {
             c.id: OptunaSearch(space=optuna_space(c.space), metric=METRIC, mode=MODE,
                                sampler=optuna.samplers.TPESampler(seed=seed + i, n_startup_trials=min(4, trials_per_cell)))
-            for i, c in enumerate(cells)
+            for i, c in enumerate(cells) if c.space
         }
         self.started = {c.id: 0 for c in cells}
         self.owner: dict[str, str] = {}
         self.configs: dict[str, dict] = {}
         self.outcomes: dict[str, dict[str, tuple]] = {c.id: {} for c in cells}  # trial -> (status, avg_gap)
-        self.finals: list[dict] = []
-        self.final_cells: set[str] = set()
+        self.queue: list[dict] = []
+        self.reruns: dict[str, tuple[str, int, int]] = {}  # select trial -> (cell, rank, seed)
+        self.candidates: dict[str, list[dict]] = {}         # cell -> configurations re-evaluated, by rank
+        self.select_gaps: dict[str, dict[tuple[int, int], float]] = {c.id: {} for c in cells}
+        self.chosen: dict[str, dict] = {}                   # cell -> configuration sent to the final seeds
 
     def suggest(self, trial_id: str):
-        if self.finals:
-            return self.finals.pop(0)
+        if self.queue:
+            config = self.queue.pop(0)
+            if "select" in config:
+                c = config["select"]
+                self.reruns[trial_id] = (c["cell"], c["rank"], c["seed"])
+            return config
         open_cells = [c for c in self.cells if self.started[c] < self.budget]
         if not open_cells:
-            waiting = self.final_seeds and len(self.final_cells) < len(self.cells)
+            waiting = self.final_seeds and len(self.chosen) < len(self.cells)
             return None if waiting else Searcher.FINISHED
         cell = min(open_cells, key=lambda c: self.started[c])
         self.started[cell] += 1
         self.owner[trial_id] = cell
-        config = self.searchers[cell].suggest(trial_id) if self.searchers[cell]._space else {}
+        config = self.searchers[cell].suggest(trial_id) if cell in self.searchers else {}
         self.configs[trial_id] = config
         return {"cell": cell, **config}
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         cell = self.owner.get(trial_id)
-        if cell and self.searchers[cell]._space and METRIC in result:
+        if cell in self.searchers and METRIC in result:
             with warnings.catch_warnings():  # a retried trial reports its early epochs again
                 warnings.filterwarnings("ignore", message=".*is already reported")
                 self.searchers[cell].on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id in self.reruns:
+            self._selection_done(trial_id, result, error)
+            return
         cell = self.owner.get(trial_id)
         if cell is None:
             return
-        if self.searchers[cell]._space:
+        if cell in self.searchers:
             self.searchers[cell].on_trial_complete(trial_id, result, error)
-        if error or not result or METRIC not in result:
-            self.outcomes[cell][trial_id] = ("error", math.nan)
-        else:
-            status = ("diverged" if result.get("diverged") else
-                      "finished" if result.get("epoch") == self.epochs[cell] else "stopped early")
-            self.outcomes[cell][trial_id] = (status, float(result[METRIC]))
-        if self.final_seeds and len(self.outcomes[cell]) == self.budget and cell not in self.final_cells:
-            self.final_cells.add(cell)
+        self.outcomes[cell][trial_id] = outcome(result, error, self.epochs[cell])
+        if self.final_seeds and len(self.outcomes[cell]) == self.budget and cell not in self.candidates:
             order = [t for t in self.owner if t in self.outcomes[cell]]  # as Tune created them
-            best = best_of([self.outcomes[cell][t] for t in order])
-            if best is not None:
-                hp = {k: self.configs[order[best]][k] for k in self.space[cell]}
-                self.finals += [{"final": {"cell": cell, "seed": s, **hp}} for s in self.final_seeds]
+            configs: list[dict] = []
+            for i in ranked([self.outcomes[cell][t] for t in order]):
+                hp = {k: self.configs[order[i]][k] for k in self.space[cell]}
+                if hp not in configs:
+                    configs.append(hp)
+            self.candidates[cell] = configs[:self.top_k] if self.select_seeds else configs[:1]
+            if len(self.candidates[cell]) > 1:
+                self.queue += [{"select": {"cell": cell, "seed": s, "rank": r, **hp}}
+                               for r, hp in enumerate(self.candidates[cell]) for s in self.select_seeds]
+            else:
+                self._final(cell, 0)
+
+    def _selection_done(self, trial_id: str, result: dict | None, error: bool) -> None:
+        cell, rank, seed = self.reruns[trial_id]
+        status, gap = outcome(result, error, self.epochs[cell])
+        self.select_gaps[cell][(rank, seed)] = gap if status in ("finished", "diverged") else math.nan
+        expected = len(self.candidates[cell]) * len(self.select_seeds)
+        if len(self.select_gaps[cell]) == expected and cell not in self.chosen:
+            gaps = [[self.select_gaps[cell][(r, s)] for s in self.select_seeds] for r in range(len(self.candidates[cell]))]
+            self._final(cell, choose(gaps))
+
+    def _final(self, cell: str, rank: int) -> None:
+        hp = self.candidates[cell][rank] if self.candidates.get(cell) else None
+        self.chosen[cell] = {"rank": rank, **(hp or {})}
+        if hp is not None:
+            self.queue += [{"final": {"cell": cell, "seed": s, **hp}} for s in self.final_seeds]
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as f:
@@ -105,6 +136,15 @@ class CellSearcher(Searcher):
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as f:
             self.__dict__.update(pickle.load(f))
+
+
+def outcome(result: dict | None, error: bool, epochs: int) -> tuple[str, float]:
+    """A completed trial as (status, Avg. Gap): error, diverged, finished, or stopped early."""
+    if error or not result or METRIC not in result:
+        return "error", math.nan
+    status = ("diverged" if result.get("diverged") else
+              "finished" if result.get("epoch") == epochs else "stopped early")
+    return status, float(result[METRIC])
 
 
 def rung_epochs(grace_period: int, reduction_factor: float, max_t: int) -> list[int]:

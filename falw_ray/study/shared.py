@@ -22,7 +22,8 @@ METRICS = "metrics.json"
 
 
 def dataset_key(s: Scenario) -> str:
-    return f"{s.dataset}:{s.data_dir or ''}"
+    """One shared copy per data set, where its files are and how it is generated."""
+    return f"{s.dataset}:{s.data_dir or ''}:{s.data_options.hashable()}"
 
 
 @ray.remote(num_returns=2)

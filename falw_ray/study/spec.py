@@ -12,7 +12,7 @@ from typing import Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..data.registry import DATASETS
+from ..data.registry import DATASETS, data_options
 from ..recipe import Recipe
 from ..scenario import DatasetName, ForgetSpec, ModelName, Scenario
 from ..unlearn import METHODS, PRESETS, Param, get_method
@@ -76,6 +76,8 @@ class ForgetEntry(_Strict):
 
 class ScenarioEntry(_Strict):
     dataset: DatasetName = "digits"
+    data_options: dict[str, Union[int, float, bool, str]] = Field(
+        default_factory=dict, description="the data set's generator options (mnist1d: num_samples, noise, ...)")
     model: ModelName = None
     forget: ForgetEntry = ForgetEntry()
     seed: int = Field(0, ge=0, description="seed of the search stage's baselines and splits")
@@ -87,6 +89,10 @@ class ScenarioEntry(_Strict):
     def _data_dir(self) -> "ScenarioEntry":
         if DATASETS[self.dataset].needs_data_dir and self.data_dir is None:
             raise ValueError(f"dataset {self.dataset!r} needs data_dir: the folder that holds its files")
+        try:
+            data_options(self.dataset, dict(self.data_options))
+        except ValueError as e:
+            raise ValueError(f"data_options.{e}") from None
         return self
 
     def missing_data_dir(self) -> str | None:
@@ -98,7 +104,8 @@ class ScenarioEntry(_Strict):
 
     def scenarios(self, seed: int | None = None) -> list[Scenario]:
         return [
-            Scenario(dataset=self.dataset, model=self.model, forget=f, recipe=self.recipe,
+            Scenario(dataset=self.dataset, data_options=dict(self.data_options), model=self.model, forget=f,
+                     recipe=self.recipe,
                      seed=self.seed if seed is None else seed,
                      data_dir=str(Path(self.data_dir).expanduser()) if self.data_dir else None, download=self.download)
             for f in self.forget.expand()
@@ -113,6 +120,7 @@ class MethodEntry(_Strict):
     epochs: int | None = Field(None, ge=1)
     batch_size: int | None = Field(None, ge=1)
     space: dict[str, Union[Range, float]] = {}
+    options: dict[str, str] = Field(default_factory=dict, description="the method's non-searched choices")
 
     @field_validator("name")
     @classmethod
@@ -168,6 +176,12 @@ class MethodEntry(_Strict):
                 raise ValueError(f"space: {self.name!r} has no hyperparameter {key!r}; expected one of {sorted(allowed)}")
             if key == "epochs" and isinstance(value, Range):
                 raise ValueError("space: epochs is the unlearning budget, not searched; set epochs: N on the method")
+        choices = getattr(method, "options", {})
+        for key, value in self.options.items():
+            if key not in choices:
+                raise ValueError(f"options: {self.name!r} has no option {key!r}; expected one of {sorted(choices)}")
+            if value not in choices[key].choices:
+                raise ValueError(f"options.{key}: expected one of {list(choices[key].choices)}, got {value!r}")
         return self
 
     def falw_modes(self) -> list[bool]:
@@ -204,6 +218,8 @@ class SearchSettings(_Strict):
     evaluate: Literal["rungs", "every_epoch"] = Field(
         "rungs", description="epochs a trial is evaluated at: early stopping's rungs and the last (rungs), or all")
     compile: bool = Field(False, description="torch.compile each trial's model: pays on long GPU trials only")
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="unlearning arithmetic: fp32 as the reference code, or bf16 autocast on GPUs")
 
 
 class EarlyStopping(_Strict):
@@ -229,8 +245,21 @@ class Tracking(_Strict):
     experiment: str | None = None
 
 
+class SelectionStage(_Strict):
+    """Re-run each cell's ``top_k`` best search configurations on ``seeds`` and choose by their mean
+    Avg. Gap: a search seed's best is often luck. No seeds: the search's best goes straight on."""
+
+    top_k: int = Field(3, ge=1)
+    seeds: list[int] = Field(default_factory=list)
+
+
+FINAL_SEEDS = 3
+"""Final seeds when a study names none: the next ones after every search and selection seed."""
+
+
 class FinalStage(_Strict):
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    seeds: list[int] | None = Field(None, min_length=1)
+    in_sample: bool = Field(False, description="allow final seeds that the search or selection also used")
 
 
 class StudySpec(_Strict):
@@ -243,7 +272,51 @@ class StudySpec(_Strict):
     resources: Resources = Resources()
     storage: str = "falw_results"
     tracking: Tracking = Tracking()
+    selection: SelectionStage = SelectionStage()
     final: FinalStage = FinalStage()
+    compare: list[tuple[str, str]] = Field(
+        default_factory=list, description="pairs of cells (method labels such as rl, rl+falw) to difference per seed")
+
+    @model_validator(mode="after")
+    def _seeds_disjoint(self) -> "StudySpec":
+        """Final (and selection) seeds are new data: reusing a seed the configuration was chosen on
+        reports the search's luck as the method's quality."""
+        search = {e.seed: i for i, e in enumerate(self.scenarios)}
+        for field, seeds in (("selection.seeds", self.selection.seeds), ("final.seeds", self.final.seeds or [])):
+            if len(set(seeds)) < len(seeds):
+                raise ValueError(f"{field}: {seeds} repeats a seed")
+            if any(s < 0 for s in seeds):
+                raise ValueError(f"{field}: seeds must be >= 0, got {seeds}")
+        if self.final.in_sample:
+            return self
+        for seed in self.final.seeds or []:
+            if seed in search:
+                raise ValueError(f"final.seeds: seed {seed} is the search seed of scenarios[{search[seed]}]; final "
+                                 "seeds must be new (choose others, or set final.in_sample: true)")
+            if seed in self.selection.seeds:
+                raise ValueError(f"final.seeds: seed {seed} is also a selection seed; final seeds must be new "
+                                 "(choose others, or set final.in_sample: true)")
+        for seed in self.selection.seeds:
+            if seed in search:
+                raise ValueError(f"selection.seeds: seed {seed} is the search seed of scenarios[{search[seed]}]; "
+                                 "selection seeds must be new")
+        return self
+
+    @model_validator(mode="after")
+    def _compare_cells(self) -> "StudySpec":
+        labels = {e.name + ("+falw" if on and e.name not in PRESETS else "") for e in self.methods for on in e.falw_modes()}
+        for i, pair in enumerate(self.compare):
+            for name in pair:
+                if name not in labels:
+                    raise ValueError(f"compare[{i}]: no cell {name!r}; expected one of {sorted(labels)}")
+        return self
+
+    def final_seeds(self) -> list[int]:
+        """The final stage's seeds: as given, or the next ``FINAL_SEEDS`` after every seed used before."""
+        if self.final.seeds is not None:
+            return list(self.final.seeds)
+        start = max([e.seed for e in self.scenarios] + list(self.selection.seeds)) + 1
+        return list(range(start, start + FINAL_SEEDS))
 
     def scenario_list(self, seed: int | None = None) -> list[Scenario]:
         return [s for entry in self.scenarios for s in entry.scenarios(seed)]

@@ -30,7 +30,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
-from .cells import scenario_label, trial_stage
+from .cells import scenario_label, stage_config, trial_stage
 
 PARENT = "mlflow.parentRunId"
 EPOCH_METRICS = (
@@ -92,13 +92,18 @@ class TrackingError(RuntimeError):
     pass
 
 
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 class Tracker:
     def __init__(self, uri: str | None, experiment: str, artifact_root: Path | None = None):
         self.uri = uri or default_tracking_uri()
         try:
             self.client = MlflowClient(tracking_uri=self.uri)
         except Exception as e:
-            raise TrackingError(f"MLflow tracking at {self.uri} is unreachable: {str(e).strip()[:200]}") from None
+            raise TrackingError(f"MLflow tracking at {self.uri} is unreachable: {_first_line(e)}") from None
         self.experiment_name = experiment
         self.artifact_root = artifact_root
         self.experiment_id: str | None = None
@@ -151,7 +156,7 @@ class Tracker:
                 self.experiment_id = exp.experiment_id
         except Exception as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise TrackingError(f"MLflow tracking at {self.uri} is unreachable: {first[:300]}") from None
+            raise TrackingError(f"MLflow tracking at {self.uri} is unreachable: {first}") from None
         finally:
             for k, v in saved.items():
                 if v is None:
@@ -218,6 +223,22 @@ class Tracker:
         self.end(run)
         return run
 
+    def log_outcome(self, paired, original, warnings: list[str]) -> None:
+        """The study's answers on its run: each paired difference (``paired.<scenario>.<b>_vs_<a>.mean``,
+        ``.ci_low``, ``.ci_high``, ``.wins``, ``.n``, ``.p_value``), the original model's mean Avg. Gap
+        per scenario (``original.<scenario>.avg_gap``: doing nothing), and range warnings as a tag."""
+        metrics = {}
+        for r in paired.itertuples():
+            key = f"paired.{mlflow_key(r.scenario)}.{mlflow_key(r.b)}_vs_{mlflow_key(r.a)}"
+            for field in ("mean", "ci_low", "ci_high", "wins", "n", "p_value"):
+                metrics[f"{key}.{field}"] = getattr(r, field)
+        if original is not None and len(original):
+            for scenario, rows in original.groupby("scenario", sort=False):
+                metrics[f"original.{mlflow_key(scenario)}.avg_gap"] = float(rows["avg_gap"].mean())
+        self.log_metrics(self.study_run, {k: v for k, v in metrics.items() if v == v})
+        if warnings:
+            self.tag(self.study_run, {"edge_warnings": "\n".join(warnings)})
+
     def log_search_space(self, cells: dict) -> None:
         """Each cell's searched hyperparameters and their ranges, as ``search_space.json`` on the study
         run: the search plots that ``falw-ray report`` redraws use the same axes as the study's."""
@@ -261,6 +282,11 @@ class Tracker:
             max_results=10000,
         )
         return [r.info.run_id for r in runs]
+
+
+def mlflow_key(text: str) -> str:
+    """A label as part of an MLflow metric name (letters, digits, _ - . / and spaces only)."""
+    return "".join(ch if ch.isalnum() or ch in "_-." else "_" for ch in str(text))
 
 
 def end_tags(epochs_done: int, epochs: int) -> dict:
@@ -335,7 +361,7 @@ class TrialLogger(Callback):
             return
         self.runs[trial.trial_id] = None  # filled in by the writer, which runs the writes in order
         stage = trial_stage(trial.config)
-        config = trial.config.get("final", trial.config)
+        config = stage_config(trial.config)
         cell = self.cells[config["cell"]]
         scenario = cell.at_seed(config["seed"]) if "seed" in config else cell.scenario
         params = {"method": cell.method, "falw": cell.falw, "scenario": scenario.name, "dataset": scenario.dataset,
@@ -375,7 +401,7 @@ class TrialLogger(Callback):
             return
         tags, per_class, done = {}, {}, 0
         if trial_id not in self.replayed:
-            config = trial.config.get("final", trial.config)
+            config = stage_config(trial.config)
             done = int(self.last.get(trial_id, {}).get("epoch", 0))
             tags = end_tags(done, self.cells[config["cell"]].epochs)
             if trial_stage(trial.config) == "final" and trial_id in self.per_class:

@@ -10,7 +10,7 @@ from ray import tune
 
 from ..experiment import run_method
 from ..unlearn import DivergedError
-from .cells import trial_stage
+from .cells import stage_config, trial_stage
 from .shared import dataset_key
 
 DIVERGED_GAP = 100.0
@@ -19,10 +19,11 @@ search learns to avoid the region instead of crashing on it."""
 
 
 def unlearning_trial(config: dict, cells: dict, baselines: dict, datasets: dict, threads: int, falw_refresh_every: int,
-                     completed: dict | None = None, evaluate: dict | None = None, compile: bool = False):
-    """One search trial, or a final re-run when ``config`` is ``{"final": {...}}``.
+                     completed: dict | None = None, evaluate: dict | None = None, compile: bool = False,
+                     precision: str = "fp32"):
+    """One search trial, or a re-run on another seed when ``config`` is ``{"select" | "final": {...}}``.
 
-    ``evaluate`` maps a stage ("search" or "final") and a cell to the epochs its trials are
+    ``evaluate`` maps a stage (cells.STAGES) and a cell to the epochs its trials are
     evaluated (and report) at; None: every epoch. ``completed`` holds the recorded last result of
     trials that finished before the study was interrupted: such a trial reports it again instead."""
     if completed and (done := completed.get(tune.get_context().get_trial_id())) is not None:
@@ -33,7 +34,7 @@ def unlearning_trial(config: dict, cells: dict, baselines: dict, datasets: dict,
     placement = {"started_at": started_at, "gpus": ",".join(map(str, ray.get_gpu_ids())),
                  "gpu_share": assigned.get("GPU", 0.0), "pid": os.getpid()}
     torch.set_num_threads(max(1, threads))
-    stage, cfg = trial_stage(config), config.get("final", config)
+    stage, cfg = trial_stage(config), stage_config(config)
     cell = cells[cfg["cell"]]
     scenario = cell.at_seed(cfg["seed"]) if "seed" in cfg else cell.scenario
     base = ray.get(baselines[scenario.key()])
@@ -48,7 +49,9 @@ def unlearning_trial(config: dict, cells: dict, baselines: dict, datasets: dict,
     try:
         run_method(base, cell.method, cell.falw, hp=cell.hp(cfg), epochs=cell.epochs, batch_size=cell.batch_size,
                    falw_refresh_every=falw_refresh_every, on_epoch=report, data=data,
-                   eval_epochs=None if evaluate is None else evaluate[stage][cell.id], compile=compile)
+                   eval_epochs=None if evaluate is None else evaluate[stage][cell.id], compile=compile,
+                   **({"options": cell.options} if cell.options else {}),
+                   **({"precision": precision} if precision != "fp32" else {}))
     except DivergedError as e:
         tune.report({**placement, "avg_gap": DIVERGED_GAP, "diverged": True, "error": str(e), "cell": cell.id,
                      "seed": scenario.seed, "trial_seconds": time.perf_counter() - started})

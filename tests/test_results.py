@@ -1,0 +1,91 @@
+"""The study's result rules on hand-made frames: ranking, selection, paired differences, range edges."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from falw_ray.study.results import (choose, edge_warnings, final_table, format_paired, format_table, paired_difference,
+                                    paired_table, ranked)
+from falw_ray.unlearn import Param
+
+
+def test_ranked_puts_finished_trials_first_and_breaks_ties_by_order():
+    outcomes = [("stopped early", 0.5), ("finished", 3.0), ("finished", 2.0), ("error", math.nan),
+                ("finished", 2.0), ("diverged", 100.0)]
+    assert ranked(outcomes) == [2, 4, 1]
+    assert ranked([("stopped early", 4.0), ("error", math.nan), ("diverged", 100.0), ("stopped early", 1.0)]) == [3, 0, 2]
+    assert ranked([("error", math.nan)]) == []
+
+
+def test_choose_takes_the_lowest_mean_and_never_a_failed_candidate():
+    assert choose([[4.0, 6.0], [3.0, 6.5], [5.0, 5.0]]) == 1          # means 5.0, 4.75, 5.0
+    assert choose([[1.0, math.nan], [9.0, 9.0]]) == 1                 # a failed run disqualifies
+    assert choose([[2.0, 4.0], [3.0, 3.0]]) == 0                      # tie on the mean: better search rank
+
+
+def test_paired_difference_matches_scipy_and_a_hand_computed_case():
+    a = pd.DataFrame({"seed": [1, 2, 3, 4], "avg_gap": [5.0, 6.0, 7.0, 8.0]})
+    b = pd.DataFrame({"seed": [4, 3, 2, 1], "avg_gap": [7.0, 5.0, 5.5, 3.0]})   # joined by seed, not by row
+    d = np.array([3.0 - 5.0, 5.5 - 6.0, 5.0 - 7.0, 7.0 - 8.0])                # -2, -0.5, -2, -1
+    out = paired_difference(a, b)
+    assert out["n"] == 4 and out["wins"] == 4 and out["ties"] == 0
+    assert out["mean"] == pytest.approx(-1.375)
+    assert out["std"] == pytest.approx(np.std(d, ddof=1)) and out["std"] == pytest.approx(0.75)  # sqrt(1.6875 / 3)
+    half = stats.t.ppf(0.975, 3) * np.std(d, ddof=1) / 2.0
+    assert (out["ci_low"], out["ci_high"]) == pytest.approx((-1.375 - half, -1.375 + half))
+    assert out["p_value"] == pytest.approx(stats.ttest_rel([3.0, 5.5, 5.0, 7.0], [5.0, 6.0, 7.0, 8.0]).pvalue)
+    # by hand: t = -1.375 / (0.75 / 2) = -3.667 on 3 degrees of freedom, two-sided p = 0.0351
+    assert out["p_value"] == pytest.approx(2 * stats.t.sf(1.375 / 0.375, 3)) and out["p_value"] == pytest.approx(0.0351, abs=1e-4)
+
+
+def test_paired_table_pairs_falw_on_with_off_per_scenario_and_named_pairs():
+    rows = []
+    for scenario in ("s1", "s2"):
+        for seed in (1, 2, 3):
+            rows += [{"scenario": scenario, "method": "ga", "falw": False, "seed": seed, "avg_gap": 10.0 + seed,
+                      "status": "finished"},
+                     {"scenario": scenario, "method": "ga", "falw": True, "seed": seed, "avg_gap": 8.0 + 2 * seed,
+                      "status": "finished"},
+                     {"scenario": scenario, "method": "falw", "falw": True, "seed": seed, "avg_gap": 1.0,
+                      "status": "finished"}]
+    table = paired_table(pd.DataFrame(rows), [("ga", "falw")])
+    assert list(zip(table["scenario"], table["a"], table["b"])) == [
+        ("s1", "ga", "ga+falw"), ("s1", "ga", "falw"), ("s2", "ga", "ga+falw"), ("s2", "ga", "falw")]
+    first = table.iloc[0]
+    assert first["mean"] == pytest.approx(0.0) and first["wins"] == 1 and first["ties"] == 1   # -1, 0, +1
+    assert table.iloc[1]["mean"] == pytest.approx(-11.0) and table.iloc[1]["wins"] == 3
+    shown = format_paired(table)
+    assert shown.iloc[1]["difference"] == "falw - ga" and shown.iloc[1]["wins"] == "3/3"
+
+
+def test_final_table_has_retrain_and_original_rows_and_bolds_every_tie():
+    final = pd.DataFrame([{"scenario": "s", "method": m, "falw": f, "seed": seed, "fa": 1.0, "ra": 2.0, "ta": 3.0,
+                           "mia": 4.0, "avg_gap": g, "seconds": 1.0, "rte": 0.1}
+                          for m, f, g in (("ga", False, 2.0), ("ga", True, 2.0), ("rl", False, 5.0)) for seed in (1, 2)])
+    reference = pd.DataFrame([{"scenario": "s", "seed": seed, "fa": 1.0, "ra": 2.0, "ta": 3.0, "mia": 4.0,
+                               "seconds": 10.0} for seed in (1, 2)])
+    original = pd.DataFrame([{"scenario": "s", "seed": seed, "fa": 9.0, "ra": 2.0, "ta": 3.0, "mia": 4.0,
+                              "avg_gap": 0.5 * seed} for seed in (1, 2)])
+    table = final_table(final, reference, original)
+    assert list(zip(table["method"], table["falw"])) == [("retrain", "-"), ("original", "-"), ("ga", "off"),
+                                                        ("ga", "on"), ("rl", "off")]
+    assert table.loc[1, "avg_gap_mean"] == pytest.approx(0.75) and table.loc[1, "avg_gap_std"] == pytest.approx(0.25)
+    assert list(table["best"]) == [False, False, True, True, False], "the original never counts as best; ties all bold"
+    md = format_table(table, markdown=True)
+    assert md["Avg. Gap"].tolist()[2:4] == ["**2.00 ± 0.00**"] * 2
+    console = format_table(table)
+    assert not any("**" in v for v in console["Avg. Gap"]) and console["best"].tolist() == ["", "", "*", "*", ""]
+
+
+def test_edge_warnings_name_the_value_the_bound_and_the_fix():
+    spaces = {"c/ga": {"lr": Param(1e-3, 1e-4, 1e-1, log=True), "alpha": Param(0.5, 0.0, 1.0)}}
+    chosen = pd.DataFrame([{"cell": "c/ga", "lr": 1.05e-4, "alpha": 0.99},
+                           {"cell": "c/ga", "lr": 3e-3, "alpha": 0.5}])
+    assert edge_warnings(chosen, spaces) == [
+        "c/ga: lr = 0.000105 at its lower bound 0.0001: widen the range",
+        "c/ga: alpha = 0.99 at its upper bound 1: widen the range",
+    ]
