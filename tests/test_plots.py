@@ -35,9 +35,18 @@ def png_size(path: Path) -> tuple[int, int]:
     return struct.unpack(">II", data[16:24])
 
 
+FIXED_SIZE = {  # figures saved at their own size (100 dpi): deviation 12 x 7.2 in, lr (x tau) 7 x 4.8 in
+    "deviation_": (1200, 720), "_lr_tau.png": (700, 480), "_lr.png": (700, 480),
+}
+
+
 def assert_sensible_png(path: Path) -> None:
     width, height = png_size(path)
-    assert 400 <= width <= 2000 and 300 <= height <= 1200, (path, width, height)
+    fixed = [size for key, size in FIXED_SIZE.items() if key in Path(path).name]
+    if fixed:
+        assert (width, height) == fixed[0], (path, width, height)
+    else:  # Optuna's plots, cropped to what they draw (bbox_inches="tight") from 7 x 4.5 in
+        assert 400 <= width <= 700 and 300 <= height <= 450, (path, width, height)
     assert 5_000 < path.stat().st_size < 400_000, (path, path.stat().st_size)
 
 
@@ -77,9 +86,15 @@ def test_per_class_fa_is_in_mlflow(tiny):
     for run_id, expected in tiny.final_per_class.items():
         got = per_class_from_metrics(runs[run_id].data.metrics)
         assert len(got) == 10 and np.allclose(got, expected, equal_nan=True)
-    assert len(reference["fa_per_class"].iloc[0]) == 10
+    retrained = list(reference["fa_per_class"].iloc[0])
+    assert len(retrained) == 10 and all(0.0 <= v <= 100.0 for v in retrained), retrained
     gaps = plots.deviation_frame(final, reference)
     assert len(gaps) == 2 * 10 and set(gaps["method"]) == {"ga", "ft"} and gaps["gap"].notna().all()
+    for run_id, per_class in tiny.final_per_class.items():  # one seed: each gap is that run's FA - Retrain's
+        method = runs[run_id].data.tags["method"]
+        got = gaps[gaps["method"] == method].sort_values("cls")
+        assert got["cls"].tolist() == list(range(10))
+        assert np.allclose(got["gap"], np.asarray(per_class) - np.asarray(retrained)), (method, got["gap"].tolist())
 
 
 def test_report_redraws_every_plot_from_mlflow_alone(tiny, tmp_path):
@@ -106,8 +121,28 @@ def test_report_reads_the_search_back(tiny):
     assert len(trials) == 4 and set(trials["status"]) == {"finished"}
     assert trials.loc[trials["method"] == "ga", "tau"].notna().all()
     assert trials.loc[trials["method"] == "ft", "tau"].isna().all()
+    # The same trials, values and runs as the runner's own trials.csv, read back from MLflow alone.
+    ran = pd.read_csv(tiny.results_dir / "trials.csv", dtype={"trial_id": str})
+    ran = ran[ran["cell"].isin(trials["cell"])]
+    got = trials.set_index("trial_id").sort_index()
+    want = ran.set_index("trial_id").sort_index()
+    assert list(got.index) == list(want.index)
+    for col in ("cell", "method", "status", "mlflow_run_id"):
+        assert got[col].tolist() == want[col].tolist(), col
+    assert got["falw"].astype(bool).tolist() == want["falw"].astype(bool).tolist()
+    for col in ("avg_gap", "lr", "tau"):
+        assert np.allclose(got[col].astype(float), want[col].astype(float), equal_nan=True), col
     space = tracker.search_space(tiny.study_run_id)
-    assert set(space[f"{SCENARIO}/ga+falw"]) == {"lr", "tau"} and space[f"{SCENARIO}/ga+falw"]["lr"].log
+    assert set(space) == {f"{SCENARIO}/ga+falw", f"{SCENARIO}/ft"}
+    ga, ft = space[f"{SCENARIO}/ga+falw"], space[f"{SCENARIO}/ft"]
+    assert set(ga) == {"lr", "tau"} and set(ft) == {"lr"}
+    assert (ga["lr"].low, ga["lr"].high, ga["lr"].log) == (1e-3, 1e-2, True), "tiny_study.yaml's lr range"
+    assert (ga["tau"].low, ga["tau"].high, ga["tau"].log) == (0.0, 0.5, False), "FaLW's default tau range"
+    assert (ft["lr"].low, ft["lr"].high, ft["lr"].log) == (1e-4, 0.1, True), "FT's default lr range"
+    for cell, params in space.items():
+        rows = trials[trials["cell"] == cell]
+        for name, p in params.items():
+            assert rows[name].between(p.low, p.high).all(), (cell, name, rows[name].tolist())
 
 
 # ------------------------------------------------------------------ on frames made here (fast)
@@ -133,7 +168,8 @@ def test_deviation_frame_is_per_seed_against_its_own_retrain():
     ga = gaps[(gaps["method"] == "ga") & ~gaps["falw"]].sort_values("cls")
     assert np.allclose(ga["gap"], np.linspace(12.0, -15.0, 9)) and np.allclose(ga["std"], 0)
     on = gaps[(gaps["method"] == "ga") & gaps["falw"]].sort_values("cls")
-    assert on["gap"].iloc[0] > 0 > on["gap"].iloc[-1] and abs(on["gap"]).max() < abs(ga["gap"]).max()
+    assert np.allclose(on["gap"], 0.25 * np.linspace(12.0, -15.0, 9)) and np.allclose(on["std"], 0)
+    assert len(gaps) == 5 * 9, "ga and rl with and without FaLW, ft without: 5 series of 9 classes"
     assert set(gaps["seeds"]) == {3}
     # a reference keyed by scenario alone serves every seed
     one = plots.deviation_frame(final[final["seed"] == 0], {"s": reference[("s", 0)]})
@@ -178,7 +214,11 @@ def test_the_rebuilt_optuna_study_mirrors_the_search():
     assert set(space) == {"lr", "tau"} and space["lr"][2] is True and space["tau"][2] is False
     study = plots.cell_study(ga, space)
     assert len(study.trials) == 8
-    assert [t.state.name for t in study.trials].count("FAIL") == 1, "the diverged trial carries no value"
+    assert [t.state.name for t in study.trials] == ["FAIL" if s == "diverged" else "COMPLETE" for s in ga["status"]], \
+        "the diverged trial carries no value"
+    for t, row in zip(study.trials, ga.itertuples()):
+        assert t.params == pytest.approx({"lr": row.lr, "tau": row.tau})
+        assert t.value == (None if row.status == "diverged" else pytest.approx(row.avg_gap))
     finite = ga[ga["status"] != "diverged"]
     assert study.best_value == pytest.approx(finite["avg_gap"].min())
 
@@ -196,4 +236,5 @@ def test_a_failing_plot_warns_and_never_raises(tmp_path):
         warnings.simplefilter("always")
         paths = plots.write_all(final, reference, broken, None, tmp_path)
     assert [p.name for p in paths] == ["deviation_s.png"]
-    assert any("search plots failed" in str(w.message) for w in caught)
+    said = [str(w.message) for w in caught]
+    assert len(said) == 1 and "search plots failed" in said[0], said
