@@ -6,8 +6,9 @@ The page is the shared view that falw_ray keeps on every study's experiment (tra
 screenshot is saved under the test's tmp folder and copied to /tmp/falw_ray_artifacts/ (and to
 $FALW_TEST_ARTIFACTS when set); the path is printed.
 
-Chromium is Debian's package: when it is missing the test installs it (root with apt-get), and
-skips, saying why, only where it cannot be installed.
+Chromium is Debian's package: when it is missing the test installs it (root with apt-get). Where
+it cannot be installed, the test skips, saying why, except under CI (CI=true, as .ci/run sets):
+there a missing browser fails it, so the UI is never left unchecked by a skip nobody reads.
 """
 from __future__ import annotations
 
@@ -37,25 +38,39 @@ BROWSER_FLAGS = (
 AVG_GAP_CELL = re.compile(r'<span[^>]*id="cell-metrics\.`avg_gap`-[^"]*"[^>]*>([^<]*)</span>')
 
 
+def under_ci() -> bool:
+    """CI is set (as falw_ray's progress output reads it: anything but empty, 0, false, no)."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def unavailable(reason: str):
+    """No browser: a failure under CI, a skip (with its reason) elsewhere."""
+    if under_ci():
+        pytest.fail(f"{reason} (CI is set: the MLflow UI test must run, not skip; .ci/run installs chromium)",
+                    pytrace=False)
+    pytest.skip(reason)
+
+
 def find_chromium() -> str:
-    """Debian's chromium, installed with apt-get when missing and possible; else skip, saying why."""
+    """Debian's chromium, installed with apt-get when missing and possible; else skip (fail under CI),
+    saying why."""
     for name in ("chromium", "chromium-browser"):
         if found := shutil.which(name):
             return found
     if not shutil.which("apt-get"):
-        pytest.skip("Chromium is not installed and there is no apt-get to install it: install Debian's 'chromium'")
+        unavailable("Chromium is not installed and there is no apt-get to install it: install Debian's 'chromium'")
     if os.geteuid() != 0:
-        pytest.skip("Chromium is not installed and installing it needs root: sudo apt-get install chromium")
+        unavailable("Chromium is not installed and installing it needs root: sudo apt-get install chromium")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     try:
         subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, timeout=240, check=False)
         done = subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium"], env=env,
                               capture_output=True, text=True, timeout=480, check=False)
     except subprocess.TimeoutExpired:
-        pytest.skip("Chromium is not installed and 'apt-get install chromium' did not finish in time")
+        unavailable("Chromium is not installed and 'apt-get install chromium' did not finish in time")
     if found := shutil.which("chromium"):
         return found
-    pytest.skip(f"Chromium is not installed and 'apt-get install chromium' failed: {done.stderr.strip()[-300:]}")
+    unavailable(f"Chromium is not installed and 'apt-get install chromium' failed: {done.stderr.strip()[-300:]}")
 
 
 def free_port() -> int:
@@ -78,6 +93,12 @@ def stop(proc: subprocess.Popen) -> None:
             return
         except subprocess.TimeoutExpired:
             continue
+
+
+@pytest.fixture(scope="module")
+def browser() -> str:
+    """Found (or installed) first: without a browser there is no point running the study."""
+    return find_chromium()
 
 
 @pytest.fixture(scope="module")
@@ -147,8 +168,7 @@ def page(browser: str, url: str, profile: Path, must_show: list[str], tries: int
     return dom
 
 
-def test_the_study_runs_and_avg_gap_in_the_mlflow_ui(tiny, server, tmp_path, capsys):
-    browser = find_chromium()
+def test_the_study_runs_and_avg_gap_in_the_mlflow_ui(browser, tiny, server, tmp_path, capsys):
     tracker = Tracker(tiny.uri, tiny.experiment)
     tracker.connect()
     final = tracker.children(tiny.study_run_id, "trial", "tags.stage = 'final'")
@@ -162,15 +182,22 @@ def test_the_study_runs_and_avg_gap_in_the_mlflow_ui(tiny, server, tmp_path, cap
     missing = [n for n in final_names if n not in dom]
     assert not missing, f"runs not on the page {url} (DOM in {tmp_path / 'final.html'}): {missing}"
     assert 'col-id="metrics.`avg_gap`"' in dom, "no avg_gap column in the runs table"
-    shown = sorted(float(v) for v in AVG_GAP_CELL.findall(dom))
-    assert shown == pytest.approx(sorted(r.data.metrics["avg_gap"] for r in final)), shown
+    shown = [float(v) for v in AVG_GAP_CELL.findall(dom)]
+    gaps = sorted(r.data.metrics["avg_gap"] for r in final)
+    assert shown == pytest.approx(gaps), f"avg_gap cells, in page order, best first: {shown} vs {gaps}"
     assert "Sort: avg_gap" in dom, "the view ranks runs by avg_gap"
     assert not [r.info.run_name for r in search if r.info.run_name in dom], "the final view lists final runs only"
 
     search_url = tracker.view_url(server, "search")
     search_names = [r.info.run_name for r in search]
     dom = page(browser, search_url, tmp_path / "profile", search_names)
-    assert all(n in dom for n in search_names) and 'col-id="metrics.`avg_gap`"' in dom
+    missing = [n for n in search_names if n not in dom]
+    assert not missing, f"runs not on the page {search_url}: {missing}"
+    assert 'col-id="metrics.`avg_gap`"' in dom, "no avg_gap column in the search view"
+    shown = [float(v) for v in AVG_GAP_CELL.findall(dom)]
+    gaps = sorted(r.data.metrics["avg_gap"] for r in search)
+    assert shown == pytest.approx(gaps), f"search avg_gap cells, in page order: {shown} vs {gaps}"
+    assert not [n for n in final_names if n in dom], "the search view lists search runs only"
 
     shot = tmp_path / "mlflow_ui.png"
     browse(browser, url, tmp_path / "profile", f"--screenshot={shot}")
