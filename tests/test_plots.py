@@ -79,8 +79,10 @@ def test_per_class_fa_is_in_mlflow(tiny):
     the retrained baseline, so the plots can be rebuilt from MLflow alone."""
     tracker = Tracker(tiny.uri, tiny.experiment)
     tracker.connect()
-    final, reference = final_frames(tracker, tiny.study_run_id)
-    assert len(final) == 2 and len(reference) == 1
+    final, reference, original = final_frames(tracker, tiny.study_run_id)
+    assert len(final) == 2 and len(reference) == 1 and len(original) == 1
+    assert set(final["seed"]) == set(reference["seed"]) == set(original["seed"]), "one final seed, its own baselines"
+    assert len(original["fa_per_class"].iloc[0]) == 10
     runs = {r.info.run_id: r for r in tracker.children(tiny.study_run_id, "trial", "tags.stage = 'final'")}
     assert set(tiny.final_per_class) == set(runs)
     for run_id, expected in tiny.final_per_class.items():
@@ -111,7 +113,7 @@ def test_report_redraws_every_plot_from_mlflow_alone(tiny, tmp_path):
     for rel in tiny.plots:
         assert_sensible_png(tmp_path / "again" / rel)
         assert (tmp_path / "again" / rel).read_bytes() == (tiny.results_dir / rel).read_bytes(), f"{rel} differs"
-    assert table["method"].iloc[0] == "retrain" and set(table["method"]) == {"retrain", "ga", "ft"}
+    assert table["method"].iloc[0] == "retrain" and set(table["method"]) == {"retrain", "original", "ga", "ft"}
 
 
 def test_report_reads_the_search_back(tiny):
