@@ -24,6 +24,8 @@ from types import SimpleNamespace
 import pytest
 import ray  # noqa: F401  (puts Ray's bundled psutil on sys.path)
 import psutil  # noqa: E402
+import pandas as pd
+from mlflow.tracking import MlflowClient
 from ray.job_submission import JobStatus
 
 from falw_ray.study.submit import follow_hint, job_client, submit_entrypoint, submit_study, wait_for_job
@@ -31,6 +33,8 @@ from falw_ray.study.submit import follow_hint, job_client, submit_entrypoint, su
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent  # the job's `python` is the first on the PATH of `ray start`
 TINY_STUDY = REPO / "tests" / "data" / "tiny_study.yaml"
+TABLE_COLUMNS = ["method", "falw", "fa", "ra", "ta", "mia", "avg_gap", "seconds", "rte"]
+"""The columns of ``falw-ray compare``'s table."""
 _CLIENT_ENV = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")
 
 
@@ -139,9 +143,24 @@ def test_submit_entrypoint_runs_compare_with_token_auth(cluster):
     status = wait_for_job(cluster.address, job, timeout_s=300)
     logs = job_client(cluster.address).get_job_logs(job)
     assert status == JobStatus.SUCCEEDED, logs[-3000:]
-    assert "avg_gap" in logs or "method" in logs
-    assert re.search(r"^\s*ga\s", logs, re.M), logs[-3000:]
-    assert f"ray job logs --follow --address {cluster.address} {job}" in follow_hint(cluster.address, job)
+    # compare's table (stdout): its header, then Retrain's row and GA's without and with FaLW, nothing else.
+    lines = logs.splitlines()
+    header = [i for i, line in enumerate(lines) if line.split() == TABLE_COLUMNS]
+    assert len(header) == 1, logs[-3000:]
+    rows = [line.split() for line in lines[header[0] + 1:header[0] + 4]]
+    assert [r[:2] for r in rows] == [["retrain", "off"], ["ga", "off"], ["ga", "on"]], logs[-3000:]
+    assert all(len(r) == len(TABLE_COLUMNS) for r in rows), rows
+    values = [dict(zip(TABLE_COLUMNS[2:], map(float, r[2:]))) for r in rows]
+    assert (values[0]["avg_gap"], values[0]["rte"]) == (0.0, 1.0), "Retrain is the reference: gap 0, RTE 1"
+    assert all(0.0 <= v[k] <= 100.0 for v in values for k in ("fa", "ra", "ta", "mia", "avg_gap")), values
+    # ... and each GA run's progress line (stderr) gave the Avg. Gap the table shows.
+    said = dict(re.findall(r"^\s*ga\s+falw=(on|off)\s+avg_gap\s+([0-9.]+)", logs, re.M))
+    assert said == {"off": f"{values[1]['avg_gap']:.2f}", "on": f"{values[2]['avg_gap']:.2f}"}, logs[-3000:]
+    env = "" if "RAY_AUTH_MODE" in os.environ else "RAY_AUTH_MODE=token "  # the CLI sends a token only with it
+    assert follow_hint(cluster.address, job).splitlines() == [
+        f"follow: {env}ray job logs --follow --address {cluster.address} {job}",
+        f"status: {env}ray job status --address {cluster.address} {job}",
+        f"stop:   {env}ray job stop --address {cluster.address} {job}"]
 
 
 def test_cluster_really_requires_the_token(cluster):
@@ -149,10 +168,17 @@ def test_cluster_really_requires_the_token(cluster):
     # from this process's environment once any earlier test has run ray.init()).
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(f"{cluster.address}/api/jobs/", timeout=10)
-    assert refused.value.code in (401, 403)
+    assert refused.value.code == 401, "no token: unauthorized"
+    wrong = urllib.request.Request(f"{cluster.address}/api/jobs/", headers={"Authorization": "Bearer not-the-token"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(wrong, timeout=10)
+    assert refused.value.code == 403, "a wrong token: forbidden"
+    right = urllib.request.Request(f"{cluster.address}/api/jobs/", headers={"Authorization": f"Bearer {cluster.token}"})
+    with urllib.request.urlopen(right, timeout=10) as ok:
+        assert ok.status == 200
     with pytest.raises(PermissionError, match="127.0.0.1"):
         job_client(cluster.address, token="not-the-token")
-    assert job_client(cluster.address, token=cluster.token).list_jobs() is not None
+    assert isinstance(job_client(cluster.address, token=cluster.token).list_jobs(), list)
 
 
 def test_unreachable_address_is_one_line_connection_error():
@@ -170,8 +196,23 @@ def test_submit_study_outside_working_dir_is_refused(tmp_path):
     assert str(REPO) in str(e.value) and "\n" not in str(e.value)
 
 
-@pytest.mark.skipif(not TINY_STUDY.exists(), reason="tiny study file not written yet")
 def test_submit_study_runs_quickstart(cluster):
     job = submit_study(TINY_STUDY, cluster.address, working_dir=REPO)
     status = wait_for_job(cluster.address, job, timeout_s=600)
-    assert status == JobStatus.SUCCEEDED, job_client(cluster.address).get_job_logs(job)[-3000:]
+    logs = job_client(cluster.address).get_job_logs(job)
+    assert status == JobStatus.SUCCEEDED, logs[-3000:]
+    # What the job left in its working directory on the head: the study's tables and MLflow store.
+    tables = list(cluster.root.rglob("falw_results/tiny/table.csv"))
+    assert len(tables) == 1, tables
+    workdir = tables[0].resolve().parents[2]
+    assert f"results: {workdir / 'falw_results' / 'tiny'}" in logs.splitlines(), logs[-3000:]
+    table = pd.read_csv(tables[0])
+    assert sorted(table["method"]) == ["ft", "ga", "original", "retrain"], table
+    assert set(table["scenario"]) == {"digits-cnn-lt0.1-g1"}
+    trials = pd.read_csv(workdir / "falw_results" / "tiny" / "trials.csv")
+    assert sorted(trials["cell"]) == ["digits-cnn-lt0.1-g1/ft"] * 2 + ["digits-cnn-lt0.1-g1/ga+falw"] * 2
+    assert set(trials["status"]) == {"finished"}
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id], "tags.kind = 'trial'")
+    assert sorted(r.data.tags["stage"] for r in runs) == ["final"] * 2 + ["search"] * 4
+    assert {r.info.status for r in runs} == {"FINISHED"}
