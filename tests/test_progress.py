@@ -57,9 +57,24 @@ def test_live_lines_and_status_block():
     assert block.startswith("status: search 3/4 trials done (1 finished, 1 stopped early, 1 diverged, 0 failed), "
                             "1 running; cells 1/2 done, 1 running; 35s elapsed, ~12s left")
     rows = {line.split()[0]: line.split()[1:] for line in block.splitlines()[2:]}
-    assert rows["s/ga+falw"] == ["2/2", "0", "1.25"], "a diverged trial is no cell best"
-    assert rows["s/ft"] == ["1/2", "1", "4.00"]
+    assert rows == {"s/ga+falw": ["2/2", "0", "1.25"], "s/ft": ["1/2", "1", "4.00"]}, "a diverged trial is no cell best"
     assert len(said) == 4, lines
+
+
+def test_the_counts_behind_the_lines():
+    """The values the lines print, whatever their wording: outcomes, cells, bests and the time left."""
+    p, _, trials, clock = run_stage("live")
+    assert p.done == 3 and p.counts() == {"finished": 1, "stopped early": 1, "diverged": 1, "failed": 0}
+    assert p.cell_states() == {"s/ga+falw": {"done": 2, "running": 0, "best": 1.25},
+                               "s/ft": {"done": 1, "running": 1, "best": 4.0}}
+    assert p.cell_best("s/ga+falw") == 1.25, "the diverged trial's 100 is no best"
+    assert p.cell_best("s/ft") == 4.0, "stopped early, but the only one so far"
+    assert p.eta() == pytest.approx(35.0 / 3), "35 s for 3 trials, 1 to go"
+    clock.now += 5
+    p.on_trial_result(0, trials, trials[3], {"epoch": 2, "avg_gap": 3.0})
+    p.on_trial_complete(0, trials, trials[3])
+    assert p.counts() == {"finished": 2, "stopped early": 1, "diverged": 1, "failed": 0} and p.ended
+    assert p.cell_best("s/ft") == 3.0 and p.eta() == 0.0
 
 
 def test_quiet_prints_a_summary_per_stage_only():
@@ -70,7 +85,11 @@ def test_quiet_prints_a_summary_per_stage_only():
     assert len(said) == 1 and said[0].startswith("search 3/4 trials done") and "\n" not in said[0]
     p.on_trial_error(0, trials, trials[3])
     trials[3].status = "ERROR"
+    assert p.counts() == {"finished": 1, "stopped early": 1, "diverged": 1, "failed": 1}
+    assert p.cell_states()["s/ft"] == {"done": 2, "running": 0, "best": 4.0}, "a failed trial is no cell best"
+    assert len(said) == 2, "the stage ended with its fourth trial: one summary"
     p.on_experiment_end(trials)
+    assert len(said) == 2, "and not again at the experiment's end"
     assert said[-1].startswith("stage ended: search 4/4 trials done (1 finished, 1 stopped early, 1 diverged, "
                                "1 failed), 0 running; cells 2/2 done")
 
@@ -85,6 +104,9 @@ def test_final_stage_trials_are_counted_per_cell():
     for t in trials[:2]:
         p.on_trial_complete(0, trials, t)
     assert "cells 1/2 done, 1 running" in p.headline()
+    assert p.counts() == {"finished": 2, "stopped early": 0, "diverged": 0, "failed": 0}
+    assert p.cell_states() == {"s/ga+falw": {"done": 2, "running": 0, "best": 2.0},
+                               "s/ft": {"done": 0, "running": 2, "best": None}}
 
 
 @pytest.mark.parametrize("env,tty,expected", [
