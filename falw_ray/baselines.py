@@ -1,6 +1,8 @@
 """The original and retrained models of a scenario, trained from scratch, with their metrics."""
 from __future__ import annotations
 
+import io
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -126,3 +128,52 @@ def tensors_for(baselines: Baselines, device: torch.device, data: DatasetArrays 
     s = baselines.scenario
     data = data if data is not None else scenario_data(s)
     return scenario_tensors(data, baselines.splits, device)
+
+
+METRICS = "metrics.json"
+"""Both models' metrics, recorded beside the retrained entry when the pair is built: a later load needs
+no evaluation."""
+
+
+def baseline_event(b: Baselines) -> dict:
+    """What a study reports and logs of a pair: both models' metrics and training times."""
+    return {"original": b.original_metrics, "retrained": b.retrained_metrics,
+            "original_seconds": b.original_seconds, "retrain_seconds": b.retrain_seconds}
+
+
+def stored_baselines(scenario: Scenario, store, data: DatasetArrays | None = None) -> tuple[Baselines, dict] | None:
+    """Both baselines straight from a :class:`falw_ray.store.BaselineStore`, with the metrics recorded
+    when they were built, or None when anything is missing or fails its checksum (then
+    :func:`store_baselines` rebuilds it). Nothing is trained or evaluated."""
+    from .store import CorruptEntry
+
+    try:
+        original = store.load("original", scenario.original_key())
+        retrained = store.load("retrained", scenario.key())
+        metrics = json.loads((store.path("retrained", scenario.key()) / METRICS).read_text())
+    except (CorruptEntry, OSError, json.JSONDecodeError):
+        return None
+    if original is None or retrained is None:
+        return None
+    b = assemble(scenario, original, retrained, metrics=metrics, data=data)
+    return b, {"original": "hit", "retrained": "hit", "metrics": baseline_event(b)}
+
+
+def store_baselines(scenario: Scenario, store, device=None, log: Callable[[str], None] | None = None,
+                    progress: Callable[[str, int, int], None] | None = None) -> tuple[Baselines, dict]:
+    """Both baselines of a scenario from the store, each trained (and stored) only where missing or
+    corrupt, then evaluated and their metrics recorded with the pair. Returns the baselines and
+    what happened to each role ("hit", "trained" or "rebuilt") with the metrics."""
+    trained, events = {}, {}
+    for role in ROLES:
+        key = scenario.original_key() if role == "original" else scenario.key()
+        info = {"scenario": scenario.model_dump(mode="json", exclude={"forget"} if role == "original" else None)}
+        trained[role], events[role] = store.get_or_train(
+            role, key, lambda r=role: train_role(r, scenario, device, progress), info, log=log)
+    b = assemble(scenario, trained["original"], trained["retrained"], device=device)
+    splits = io.BytesIO()
+    np.savez(splits, **b.splits.as_dict())
+    metrics = {"original": b.original_metrics, "retrained": b.retrained_metrics}
+    store.attach("retrained", scenario.key(), {"splits.npz": splits.getvalue(),
+                                                METRICS: json.dumps(metrics, indent=1).encode()})
+    return b, {**events, "metrics": baseline_event(b)}

@@ -120,7 +120,7 @@ def test_original_row_is_the_original_models_gap_to_retrain(first_run):
     from falw_ray.data.registry import load_dataset
     from falw_ray.metrics import gaps
     from falw_ray.store import BaselineStore
-    from falw_ray.study.shared import stored_baselines
+    from falw_ray.baselines import stored_baselines
 
     study, result, _, tmp = first_run
     store = BaselineStore(tmp / "store" / "baselines")
@@ -153,7 +153,7 @@ def test_a_study_trial_reproduces_experiment_run_bit_for_bit(first_run):
     from falw_ray.data.registry import load_dataset
     from falw_ray.experiment import Experiment
     from falw_ray.store import BaselineStore
-    from falw_ray.study.shared import stored_baselines
+    from falw_ray.baselines import stored_baselines
 
     study, result, _, tmp = first_run
     store = BaselineStore(tmp / "store" / "baselines")

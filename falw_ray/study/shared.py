@@ -2,23 +2,18 @@
 content-addressed on disk, and handed to trials as object references, never as copies."""
 from __future__ import annotations
 
-import io
-import json
 import sys
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
 import ray
 import torch
 
-from ..baselines import ROLES, Baselines, assemble, train_role
+from ..baselines import Baselines, store_baselines, stored_baselines
 from ..data.arrays import DatasetArrays
 from ..data.registry import load_dataset
 from ..scenario import Scenario
-from ..store import BaselineStore, CorruptEntry
-
-METRICS = "metrics.json"
+from ..store import BaselineStore
 
 
 def dataset_key(s: Scenario) -> str:
@@ -30,44 +25,8 @@ def dataset_key(s: Scenario) -> str:
 def build_baselines(scenario: Scenario, store_root: str, threads: int) -> tuple[Baselines, dict]:
     """Get each baseline from the store or train it, then evaluate both on the scenario."""
     torch.set_num_threads(max(1, threads))
-    store = BaselineStore(store_root)
-    trained, events = {}, {}
-    for role in ROLES:
-        key = scenario.original_key() if role == "original" else scenario.key()
-        info = {"scenario": scenario.model_dump(mode="json", exclude={"forget"} if role == "original" else None)}
-        trained[role], events[role] = store.get_or_train(
-            role, key, lambda r=role: train_role(r, scenario), info,
-            log=lambda msg: print(f"falw-ray: {msg}", file=sys.stderr, flush=True),
-        )
-    b = assemble(scenario, trained["original"], trained["retrained"])
-    # Recorded with the pair: the driver then loads it next time (stored_baselines), no task needed.
-    splits = io.BytesIO()
-    np.savez(splits, **b.splits.as_dict())
-    metrics = {"original": b.original_metrics, "retrained": b.retrained_metrics}
-    store.attach("retrained", scenario.key(), {"splits.npz": splits.getvalue(),
-                                                METRICS: json.dumps(metrics, indent=1).encode()})
-    return b, {**events, "metrics": _event_metrics(b)}
-
-
-def stored_baselines(scenario: Scenario, store: BaselineStore, data) -> tuple[Baselines, dict] | None:
-    """Both baselines straight from the store, with the metrics recorded when they were built, or
-    None when anything is missing or fails its checksum (a task then rebuilds it). Cheap enough
-    for the driver: no Ray worker to start, nothing to evaluate."""
-    try:
-        original = store.load("original", scenario.original_key())
-        retrained = store.load("retrained", scenario.key())
-        metrics = json.loads((store.path("retrained", scenario.key()) / METRICS).read_text())
-    except (CorruptEntry, OSError, json.JSONDecodeError):
-        return None
-    if original is None or retrained is None:
-        return None
-    b = assemble(scenario, original, retrained, metrics=metrics, data=data)
-    return b, {"original": "hit", "retrained": "hit", "metrics": _event_metrics(b)}
-
-
-def _event_metrics(b: Baselines) -> dict:
-    return {"original": b.original_metrics, "retrained": b.retrained_metrics,
-            "original_seconds": b.original_seconds, "retrain_seconds": b.retrain_seconds}
+    return store_baselines(scenario, BaselineStore(store_root),
+                           log=lambda msg: print(f"falw-ray: {msg}", file=sys.stderr, flush=True))
 
 
 @dataclass
