@@ -71,13 +71,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         study = Study.from_yaml(args.study)
         result = study.run(address=args.address, tracking_uri=args.tracking_uri, storage=args.storage,
-                           progress=not args.quiet, resume=args.command == "resume")
+                           progress=not args.quiet, resume=args.command == "resume", verbose=args.verbose)
     except (StudyError, TrackingError, ValueError) as e:
         return _fail(e)
     print(result.show())
-    print(f"\nresults: {result.results_dir}\nMLflow:  mlflow ui --backend-store-uri {result.tracking_uri}"
-          f"  (experiment {study.spec.tracking.experiment or study.spec.name})")
+    experiment = study.spec.tracking.experiment or study.spec.name
+    print(f"\nresults: {result.results_dir}\n{mlflow_hint(result.tracking_uri, experiment)}")
     return 0
+
+
+def mlflow_hint(uri: str, experiment: str) -> str:
+    """How to look at a study in MLflow: open the server, or serve a local store on 127.0.0.1."""
+    if uri.startswith(("http://", "https://")):
+        return f"MLflow:  open {uri.rstrip('/')} (experiment {experiment})"
+    return (f"MLflow:  mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
+            f"  (experiment {experiment})")
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -171,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
         r.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: the study's, else ./mlflow.db)")
         r.add_argument("--storage", default=None, help="where baselines and results go (default: the study's)")
         r.add_argument("--quiet", action="store_true", help="print only the final table")
+        r.add_argument("--verbose", action="store_true", help="show Ray's, Tune's and MLflow's own log lines too")
         r.set_defaults(func=cmd_run)
 
     s = sub.add_parser("submit", help="submit a study to a Ray cluster as a job")

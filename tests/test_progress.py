@@ -50,12 +50,13 @@ def run_stage(mode: str):
 def test_live_lines_and_status_block():
     _, said, _, _ = run_stage("live")
     lines = "\n".join(said)
-    assert "search 1/4" in said[0] and "s/ga+falw done after 3 epoch(s)" in said[0] and "cell best 1.25" in said[0]
-    assert "s/ft stopped early after 1 epoch(s)" in said[1]
-    assert "s/ga+falw diverged" in said[2]
+    assert said[0] == "search 1/4 s/ga+falw e3 gap   1.25  best   1.25  ~30s left"
+    assert said[1] == "search 2/4 s/ft e1 gap   4.00 stopped  best   4.00  ~10s left"
+    assert said[2] == "search 3/4 s/ga+falw e1 gap 100.00 diverged  best   1.25  ~12s left"
+    assert all(len("falw-ray: " + line) <= 100 for line in said[:3])
     block = said[3]
-    assert block.startswith("status: search 3/4 trials done (1 finished, 1 stopped early, 1 diverged, 0 failed), "
-                            "1 running; cells 1/2 done, 1 running; 35s elapsed, ~12s left")
+    assert block.startswith("status: search 3/4 done (1 finished, 1 stopped, 1 diverged), "
+                            "1 running; cells 1/2 done; 35s, ~12s left")
     rows = {line.split()[0]: line.split()[1:] for line in block.splitlines()[2:]}
     assert rows == {"s/ga+falw": ["2/2", "0", "1.25"], "s/ft": ["1/2", "1", "4.00"]}, "a diverged trial is no cell best"
     assert len(said) == 4, lines
@@ -82,7 +83,7 @@ def test_quiet_prints_a_summary_per_stage_only():
     assert said == [], "no per-trial lines and no 30 s blocks when quiet"
     clock.now += 300
     p.on_step_end(0, trials)
-    assert len(said) == 1 and said[0].startswith("search 3/4 trials done") and "\n" not in said[0]
+    assert len(said) == 1 and said[0].startswith("search 3/4 done") and "\n" not in said[0]
     p.on_trial_error(0, trials, trials[3])
     trials[3].status = "ERROR"
     assert p.counts() == {"finished": 1, "stopped early": 1, "diverged": 1, "failed": 1}
@@ -90,7 +91,7 @@ def test_quiet_prints_a_summary_per_stage_only():
     assert len(said) == 2, "the stage ended with its fourth trial: one summary"
     p.on_experiment_end(trials)
     assert len(said) == 2, "and not again at the experiment's end"
-    assert said[-1].startswith("stage ended: search 4/4 trials done (1 finished, 1 stopped early, 1 diverged, "
+    assert said[-1].startswith("stage ended: search 4/4 done (1 finished, 1 stopped, 1 diverged, "
                                "1 failed), 0 running; cells 2/2 done")
 
 
@@ -103,7 +104,7 @@ def test_final_stage_trials_are_counted_per_cell():
         p.on_trial_result(0, trials, t, {"epoch": CELLS[t.config["final"]["cell"]].epochs, "avg_gap": 2.0})
     for t in trials[:2]:
         p.on_trial_complete(0, trials, t)
-    assert "cells 1/2 done, 1 running" in p.headline()
+    assert "2 running; cells 1/2 done;" in p.headline()
     assert p.counts() == {"finished": 2, "stopped early": 0, "diverged": 0, "failed": 0}
     assert p.cell_states() == {"s/ga+falw": {"done": 2, "running": 0, "best": 2.0},
                                "s/ft": {"done": 0, "running": 2, "best": None}}

@@ -18,12 +18,22 @@ import time
 
 from ray.tune import Callback
 
-from .cells import trial_stage
+from .cells import stage_config, trial_stage
 
 QUIET_EVERY = 300.0
 """Seconds between the one-line statuses of the quiet mode."""
 MAX_CELL_LINES = 24
 """A status block lists every cell up to this many, else only the cells with running trials."""
+WIDTH = 92
+"""Columns of a trial line, ``falw-ray: `` included it stays within 100."""
+
+
+def _shorten(text: str, room: int) -> str:
+    """``text`` cut in the middle to ``room`` characters (the cell's method stays readable)."""
+    if len(text) <= room or room < 8:
+        return text
+    keep = room - 1
+    return text[: keep - keep * 2 // 3] + "…" + text[len(text) - keep * 2 // 3:]
 
 
 def progress_mode(stream=None) -> str:
@@ -57,8 +67,9 @@ class ProgressLine(Callback):
     OUTCOMES = ("finished", "stopped early", "diverged", "failed")
 
     def __init__(self, stage: str, total: int, say, cells: dict, mode: str | None = None,
-                 every: float | None = None, clock=time.time):
-        self.stage, self.total, self.say, self.cells = stage, total, say, cells
+                 every: float | None = None, clock=time.time, at_most: bool = False):
+        """``at_most``: ``total`` is an upper bound (the selection stage re-runs only distinct configurations)."""
+        self.stage, self.total, self.say, self.cells, self.at_most = stage, total, say, cells, at_most
         self.mode = mode or progress_mode()
         self.every = float(every if every is not None else os.environ.get("FALW_RAY_PROGRESS_EVERY", "30"))
         if self.mode == "quiet":
@@ -129,7 +140,7 @@ class ProgressLine(Callback):
         return trial_stage(trial.config) == self.stage
 
     def _cell(self, trial) -> str:
-        return trial.config.get("final", trial.config).get("cell", "?")
+        return stage_config(trial.config).get("cell", "?")
 
     def _finish(self, trials, trial, how: str) -> None:
         if trial.trial_id in self.outcome:
@@ -150,14 +161,19 @@ class ProgressLine(Callback):
             self._end(trials)
 
     def _trial_line(self, trials, cell: str, how: str, result: dict, gap) -> None:
-        elapsed = self.clock() - self.start
-        running = self._running(trials)
+        """One line per trial, at most ``WIDTH`` columns: stage count, cell, epochs, its Avg. Gap, the
+        cell's best by the rule that chooses its configuration, and the time left."""
         best = self.cell_best(cell)
-        gap_txt = (f"avg_gap {gap:6.2f}" + (f" (cell best {best:.2f})" if best is not None else "")
-                   if gap is not None else "no result")
-        label = "done" if how == "finished" else how
-        self.say(f"{self.stage} {self.done}/{self.total} [{running} running, {_duration(elapsed)}, "
-                 f"~{_duration(self.eta())} left] {cell} {label} after {result.get('epoch', 0)} epoch(s): {gap_txt}")
+        what = {"finished": "", "stopped early": " stopped", "diverged": " diverged", "failed": " failed"}[how]
+        gap_txt = f"gap {gap:6.2f}" if gap is not None else "no result"
+        best_txt = f"  best {best:6.2f}" if best is not None else ""
+        tail = f"{gap_txt}{what}{best_txt}  ~{_duration(self.eta())} left"
+        head = f"{self.stage} {self.done}/{self._total()} "
+        room = WIDTH - len(head) - len(tail) - len(f" e{result.get('epoch', 0)} ") - 1
+        self.say(f"{head}{_shorten(cell, room)} e{result.get('epoch', 0)} {tail}")
+
+    def _total(self) -> str:
+        return f"≤{self.total}" if self.at_most else str(self.total)
 
     def _running(self, trials) -> int:
         return sum(1 for t in trials if t.status == "RUNNING" and self._mine(t))
@@ -181,7 +197,7 @@ class ProgressLine(Callback):
 
     def _per_cell(self) -> int | None:
         n = len(self.cells)
-        return self.total // n if n and self.total % n == 0 else None
+        return self.total // n if n and self.total % n == 0 and not self.at_most else None
 
     def cell_states(self) -> dict[str, dict]:
         """Per cell seen so far: trials done, running, its best Avg. Gap."""
@@ -205,12 +221,13 @@ class ProgressLine(Callback):
         cells_running = sum(1 for s in states.values() if s["running"])
         if per_cell:
             cells_done = sum(1 for s in states.values() if s["done"] >= per_cell)
-            cells = f"cells {cells_done}/{self.total // per_cell} done, {cells_running} running"
+            cells = f"cells {cells_done}/{self.total // per_cell} done"
         else:
-            cells = f"cells: {cells_running} running"
-        tail = f"in {_duration(elapsed)}" if final else f"{_duration(elapsed)} elapsed, ~{_duration(self.eta())} left"
-        return (f"{self.stage} {self.done}/{self.total} trials done ({c['finished']} finished, "
-                f"{c['stopped early']} stopped early, {c['diverged']} diverged, {c['failed']} failed), "
+            cells = f"cells {cells_running} running"
+        tail = f"in {_duration(elapsed)}" if final else f"{_duration(elapsed)}, ~{_duration(self.eta())} left"
+        outcomes = ", ".join([f"{c['finished']} finished"]
+                             + [f"{c[k]} {k.split()[0]}" for k in ("stopped early", "diverged", "failed") if c[k]])
+        return (f"{self.stage} {self.done}/{self._total()} done ({outcomes}), "
                 f"{running} running; {cells}; {tail}")
 
     def status(self, trials=None) -> str:

@@ -96,10 +96,15 @@ class Study:
         storage: str | os.PathLike | None = None,
         progress: bool = True,
         resume: bool = False,
+        verbose: bool = False,
     ) -> StudyResult:
+        """Run (or, with ``resume``, continue) the study. ``verbose`` shows Ray's, Tune's and MLflow's
+        own log lines and the trial workers' output, which a study otherwise keeps off the console."""
         import ray
 
         spec = self.spec
+        if not verbose:
+            _quiet_libraries()
         spec.preflight(self.source)
         say = _printer(progress)
         started = time.time()
@@ -113,7 +118,8 @@ class Study:
         say(f"results: {results_dir}; baseline store: {root / 'baselines'}; MLflow: {tracker.uri}")
         if not ray.is_initialized():
             local = {} if address else {"_node_ip_address": "127.0.0.1"}
-            ray.init(address=address, include_dashboard=False, log_to_driver=progress,
+            ray.init(address=address, include_dashboard=False, log_to_driver=verbose,
+                     logging_level=logging.INFO if verbose else logging.ERROR,
                      runtime_env={"env_vars": dict(QUIET_ENV)} if address else None, **local)
         _check_resources(spec, self.source, address, ray.cluster_resources())
         self.concurrency = spec.search.max_concurrent or _slots(spec, address, ray.cluster_resources())
@@ -197,7 +203,7 @@ class Study:
         run_config = tune.RunConfig(
             name=spec.name, storage_path=str(root / "ray"), verbose=0,
             callbacks=[logger, ProgressLine("search", n_search, say, cells),
-                       *([ProgressLine("select", n_select, say, cells)] if select_seeds else []),
+                       *([ProgressLine("select", n_select, say, cells, at_most=True)] if select_seeds else []),
                        ProgressLine("final", n_final, say, cells), CSVLoggerCallback()],
             failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
         )
@@ -257,6 +263,14 @@ class Study:
         result.paths = _write(result, tracker, reference, cells, original)
         tracker.log_outcome(paired, original, warnings)
         return result
+
+
+def _quiet_libraries() -> None:
+    """Keep the libraries' INFO and WARNING lines (MLflow's database set-up, Ray's start and its
+    token-authentication notice, Tune's state saves) off the console; errors still show. The
+    protections those lines describe stay on."""
+    for name in ("mlflow", "alembic", "ray", "ray.tune", "ray.train"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 @contextmanager
