@@ -1,8 +1,10 @@
 """Studies survive crashes, faults and bad input: tests that really kill processes and break files."""
 from __future__ import annotations
 
+import json
 import os
 import random
+import re
 import signal
 import sqlite3
 import subprocess
@@ -11,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import ray
 from mlflow.tracking import MlflowClient
@@ -23,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SOAK = ROOT / "tests" / "data" / "soak_study.yaml"
 TINY = ROOT / "tests" / "data" / "tiny_study.yaml"
 BIN = Path(sys.executable).parent
+SOAK_CELLS = ("digits-cnn-lt0.1-g1/ft", "digits-cnn-lt0.1-g1/ga", "digits-cnn-lt0.1-g1/ga+falw")
 
 
 def _psutil():
@@ -42,6 +46,18 @@ def finished_search_runs(db: Path) -> int:
         return 0
 
 
+def history(uri: str, run_id: str) -> list[tuple[int, float]]:
+    """A run's Avg. Gap at each logged step."""
+    return sorted((m.step, m.value) for m in MlflowClient(uri).get_metric_history(run_id, "avg_gap"))
+
+
+def assert_soak_table(path: Path) -> None:
+    """The soak study's final table: a row per cell (FT; GA without and with FaLW), Retrain, the original model."""
+    table = pd.read_csv(path)
+    rows = sorted(zip(table["method"], table["falw"].astype(str)))
+    assert rows == [("ft", "off"), ("ga", "off"), ("ga", "on"), ("original", "-"), ("retrain", "-")], rows
+
+
 def trial_runs(uri: str, experiment: str) -> list:
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(experiment)
@@ -58,7 +74,7 @@ def test_driver_killed_then_resumed(tmp_path):
         deadline = time.time() + 400
         while finished_search_runs(db) < 3 and time.time() < deadline and first.poll() is None:
             time.sleep(0.05)
-        before = {r.info.run_id: len(MlflowClient(uri).get_metric_history(r.info.run_id, "avg_gap"))
+        before = {r.info.run_id: (r.data.tags["trial_id"], history(uri, r.info.run_id))
                   for r in trial_runs(uri, "soak") if r.info.status == "FINISHED"}
         # At once: Tune's saved state may still show the trials just finished as running; the
         # study's journal must keep them from running again.
@@ -67,40 +83,66 @@ def test_driver_killed_then_resumed(tmp_path):
     finally:
         time.sleep(1)
         try:
-            os.killpg(first.pid, signal.SIGKILL)  # then the local Ray it had started
+            os.killpg(first.pid, signal.SIGKILL)  # then the local Ray it had started (its process group)
         except ProcessLookupError:
             pass
-    assert len(before) >= 3, (tmp_path / "first.log").read_text()[-3000:]
+    log = (tmp_path / "first.log").read_text()[-3000:]
+    # How many had finished when the driver died is up to the race; which ones is not: every trial with
+    # a finished MLflow run is in the journal (written before the run is closed), and all are search trials.
+    assert 3 <= len(before) <= 12, log
+    journal = store / "ray" / "soak.finished.jsonl"
+    kept = [json.loads(line)["trial_id"] for line in journal.read_text().splitlines()]
+    assert len(kept) == len(set(kept)), kept
+    assert {tid for tid, _ in before.values()} <= set(kept), (before, kept)
 
     resumed = subprocess.run([str(BIN / "falw-ray"), "resume", *args[2:]], cwd=tmp_path,
                              capture_output=True, text=True, timeout=900)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "restored" in resumed.stderr
+    restored = f"falw-ray: restored {store.resolve() / 'ray' / 'soak'} ({len(kept)} finished trial(s) kept)"
+    assert restored in resumed.stderr.splitlines(), resumed.stderr[-3000:]
     assert "Could not fetch metrics" not in resumed.stderr, "Tune reads back the per-trial files it needs"
 
     runs = trial_runs(uri, "soak")
     search = [r for r in runs if r.data.tags["stage"] == "search"]
     assert len(search) == 3 * 4, "one run per trial: no duplicates"
     assert len({r.data.tags["trial_id"] for r in search}) == len(search)
+    assert sorted(r.data.tags["stage"] for r in runs) == ["final"] * 3 + ["search"] * 12, "3 cells x 1 final seed"
     assert all(r.info.status == "FINISHED" for r in runs)
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("soak")
     assert all(r.info.status == "FINISHED" for r in client.search_runs([exp.experiment_id], max_results=10000))
     baseline_runs = client.search_runs([exp.experiment_id], "tags.kind = 'baseline'")
-    assert len(baseline_runs) == 2, "baselines logged once, not again on resume"
-    for run_id, steps in before.items():
-        assert len(client.get_metric_history(run_id, "avg_gap")) == steps, "a finished trial was re-run"
-    table = (store / "soak" / "table.csv").read_text()
-    for cell in ("ft", "ga"):
-        assert f",{cell}," in table
+    logged = sorted((r.data.params["role"], int(r.data.params["seed"])) for r in baseline_runs)
+    spec = load_study(SOAK)
+    seeds = sorted({spec.scenarios[0].seed, *spec.final_seeds()})  # the search's seed and the final stage's
+    assert logged == sorted((role, seed) for role in ("original", "retrained") for seed in seeds), \
+        "each baseline logged once, not again on resume"
+    for run_id, (_, steps) in before.items():
+        assert history(uri, run_id) == steps, "a finished trial was re-run"
+    assert_soak_table(store / "soak" / "table.csv")
+
+
+def own_trial_workers() -> list:
+    """The trial worker processes of the Ray this test process started (ray.init starts the raylet as
+    its child, the raylet the workers): never another study's or another user's Ray on the machine."""
+    psutil = _psutil()
+    found = []
+    for p in psutil.Process(os.getpid()).children(recursive=True):
+        try:
+            if any("ImplicitFunc" in part for part in p.cmdline()):
+                found.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
 
 
 class Killer(threading.Thread):
-    """Kills busy trial worker processes (SIGKILL) at random moments, at most ``kills`` times."""
+    """Kills busy trial worker processes of this test's own Ray (SIGKILL) at random moments, ``kills``
+    times unless the study ends first (the tests then assert it did not)."""
 
-    def __init__(self, kills: int, seconds: float, seed: int = 0):
+    def __init__(self, kills: int, seconds: float, seed: int = 0, pause: tuple[float, float] = (1.0, 4.0)):
         super().__init__(daemon=True)
-        self.kills, self.seconds, self.rng = kills, seconds, random.Random(seed)
+        self.kills, self.seconds, self.rng, self.pause = kills, seconds, random.Random(seed), pause
         self.killed: list[int] = []
         self.stop = threading.Event()
 
@@ -108,11 +150,11 @@ class Killer(threading.Thread):
         psutil = _psutil()
         deadline = time.time() + self.seconds
         while len(self.killed) < self.kills and time.time() < deadline and not self.stop.is_set():
-            time.sleep(self.rng.uniform(1.0, 4.0))
+            time.sleep(self.rng.uniform(*self.pause))
             busy = []
-            for p in psutil.process_iter(["cmdline"]):
+            for p in own_trial_workers():
                 try:
-                    if any("ImplicitFunc" in part for part in p.info["cmdline"] or []) and p.cpu_percent(0.2) > 20:
+                    if p.cpu_percent(0.2) > 20:
                         busy.append(p)
                 except (psutil.NoSuchProcess, psutil.AccessDenied):
                     continue
@@ -141,10 +183,14 @@ def soak_spec(trials: int):
 def assert_complete(result, uri: str, expected: int):
     assert len(result.trials) == expected
     assert (result.trials["status"] == "finished").all(), result.trials[["cell", "status"]]
+    assert result.trials["cell"].value_counts().to_dict() == {c: expected // 3 for c in SOAK_CELLS}
+    assert len(result.final) == 3 and (result.final["status"] == "finished").all(), "one final seed per cell"
     runs = trial_runs(uri, "soak")
-    assert len([r for r in runs if r.data.tags["stage"] == "search"]) == expected
+    search = [r for r in runs if r.data.tags["stage"] == "search"]
+    assert len(search) == expected and len({r.data.tags["trial_id"] for r in search}) == expected, "one run per trial"
+    assert sorted(r.data.tags["stage"] for r in runs) == ["final"] * 3 + ["search"] * expected
     assert all(r.info.status == "FINISHED" for r in runs)
-    assert len(result.table) == 4
+    assert_soak_table(result.results_dir / "table.csv")
 
 
 def test_killed_trial_worker_is_retried(tmp_path, local_ray):
@@ -153,17 +199,19 @@ def test_killed_trial_worker_is_retried(tmp_path, local_ray):
     uri = f"sqlite:///{tmp_path / 'm.db'}"
     result = Study(soak_spec(trials=2), "soak").run(tracking_uri=uri, storage=tmp_path, progress=False)
     killer.stop.set()
+    killer.join(10)
     assert len(killer.killed) == 1, "the test must really have killed a trial worker"
     assert_complete(result, uri, expected=6)
 
 
 def test_soak_random_worker_kills(tmp_path, local_ray):
-    killer = Killer(kills=3, seconds=90, seed=7)
+    killer = Killer(kills=3, seconds=90, seed=7, pause=(0.5, 2.0))
     killer.start()
     uri = f"sqlite:///{tmp_path / 'm.db'}"
     result = Study(soak_spec(trials=4), "soak").run(tracking_uri=uri, storage=tmp_path, progress=False)
     killer.stop.set()
-    assert len(killer.killed) >= 2, killer.killed
+    killer.join(10)
+    assert len(killer.killed) == 3 and len(set(killer.killed)) == 3, f"three workers killed: {killer.killed}"
     assert_complete(result, uri, expected=12)
 
 
@@ -178,11 +226,15 @@ def test_diverging_trials_get_the_worst_objective(tmp_path, local_ray):
     assert len(ga) == 2 and (ga["status"] == "diverged").all()
     assert (ga["avg_gap"] == 100.0).all()
     ft = result.trials[result.trials["method"] == "ft"]
-    assert (ft["status"] == "finished").all() and "ft" in set(result.table["method"])
+    assert len(ft) == 2 and (ft["status"] == "finished").all() and (ft["avg_gap"] < 100.0).all()
+    assert "ft" in set(result.table["method"])
     runs = trial_runs(uri, "tiny")
     ga_runs = [r for r in runs if r.data.tags["method"] == "ga" and r.data.tags["stage"] == "search"]
+    assert len(ga_runs) == 2
     assert all(r.info.status == "FINISHED" and r.data.tags.get("diverged") == "true" for r in ga_runs)
     assert all(r.data.metrics["avg_gap"] == 100.0 for r in ga_runs)
+    ft_runs = [r for r in runs if r.data.tags["method"] == "ft" and r.data.tags["stage"] == "search"]
+    assert len(ft_runs) == 2 and all(r.data.tags.get("diverged") != "true" for r in ft_runs)
 
 
 def _closed_port() -> int:
@@ -195,10 +247,9 @@ def _closed_port() -> int:
 
 @pytest.mark.parametrize("uri", [f"http://127.0.0.1:{_closed_port()}", "nosuchscheme://somewhere"])
 def test_unreachable_tracking_fails_before_compute(tmp_path, local_ray, uri):
-    start = time.time()
-    with pytest.raises(TrackingError, match="MLflow tracking at .* is unreachable"):
+    with pytest.raises(TrackingError, match=f"^MLflow tracking at {re.escape(uri)} is unreachable: ") as e:
         Study.from_yaml(TINY).run(tracking_uri=uri, storage=tmp_path / "store", progress=False)
-    assert time.time() - start < 60
+    assert "\n" not in str(e.value), "one line"
     assert not (tmp_path / "store").exists(), "nothing trained or written"
 
 
@@ -234,8 +285,8 @@ def check_error(case: str, stderr: str, code: int, folder: Path, study: Path) ->
     assert code == 2, stderr
     assert "Traceback" not in stderr
     errors = [line for line in stderr.strip().splitlines() if line.startswith("falw-ray:")]
-    assert 1 <= len(errors) <= 4 and f"{case}.yaml" in errors[0], stderr
-    assert FIELD[case] in stderr, stderr
+    assert len(errors) == 1 and errors[0].startswith(f"falw-ray: {case}.yaml: "), stderr
+    assert FIELD[case] in errors[0], stderr
     assert sorted(p.name for p in folder.iterdir()) == [study.name], "nothing written"
 
 
