@@ -1,4 +1,4 @@
-"""Unlearning metrics in the SalUn convention (FALW.md section 7), all in percent."""
+"""Unlearning metrics in the SalUn convention (docs/method.md, Metrics), all in percent."""
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -14,14 +14,15 @@ SUMMARY = ("fa", "ra", "ta", "mia")
 def predict(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int, batch_size: int = 1024):
     """Predicted labels and true-class softmax probabilities, in eval mode, one batched pass.
 
-    Logits beyond ``num_classes`` (Boundary Expanding's shadow class) are ignored.
+    Every output counts, as in the reference code: a model with extra outputs (Boundary Expanding's
+    shadow class) can predict one, which is never a sample's label, and its softmax spans them all.
     """
     was_training = model.training
     model.eval()
     preds, conf = [], []
     for start in range(0, len(x), batch_size):
         xb, yb = x[start:start + batch_size], y[start:start + batch_size]
-        logits = model(xb).float()[:, :num_classes]
+        logits = model(xb).float()
         preds.append(logits.argmax(1))
         conf.append(logits.softmax(1).gather(1, yb[:, None]).squeeze(1))
     model.train(was_training)

@@ -25,10 +25,25 @@ class ScenarioTensors:
     forget_counts: torch.Tensor
     num_classes: int
     aug: Augment
+    dataset: str = ""
+    mean: torch.Tensor | None = None
+    std: torch.Tensor | None = None
+    pixels: bool = False
+    """Images whose raw values are pixels in [0, 1] after scaling (uint8 files): attacks that work in
+    pixel space (Boundary Shrink's FGSM) clamp and round there. Signals (mnist1d) have no such range."""
 
     @property
     def device(self) -> torch.device:
         return self.retain_x.device
+
+    def to_raw(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised inputs back to the data's own units (pixels in [0, 1] for images)."""
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        return x * self.std.view(shape) + self.mean.view(shape)
+
+    def from_raw(self, raw: torch.Tensor) -> torch.Tensor:
+        shape = (1, -1) + (1,) * (raw.ndim - 2)
+        return (raw - self.mean.view(shape)) / self.std.view(shape)
 
 
 def scenario_tensors(data: DatasetArrays, splits: Splits, device: torch.device) -> ScenarioTensors:
@@ -48,4 +63,7 @@ def scenario_tensors(data: DatasetArrays, splits: Splits, device: torch.device) 
         forget_counts=torch.bincount(forget_y, minlength=data.num_classes),
         num_classes=data.num_classes,
         aug=Augment(data.crop_pad, data.flip),
+        dataset=data.name,
+        mean=torch.tensor(data.mean, device=device), std=torch.tensor(data.std, device=device),
+        pixels=data.train_x.dtype == np.uint8,
     )

@@ -31,10 +31,17 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
     return torch.device(device)
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA; full precision on the CPU, where it keeps runs bit-reproducible."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+PRECISIONS = ("fp32", "bf16")
+"""Arithmetic of a run: fp32 (what the reference codebases use, and the default) or bf16 autocast."""
+
+
+def autocast(device: torch.device, precision: str = "fp32"):
+    """bf16 autocast when asked for (on CUDA for speed; on the CPU it emulates the GPU's rounding),
+    else full precision, which keeps runs comparable with the references and bit-reproducible."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision: expected one of {PRECISIONS}, got {precision!r}")
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 

@@ -100,6 +100,10 @@ ONE_FIELD_ERRORS = [
     pytest.param(BASE.replace("dataset: digits", "dataset: digits\n    data_options: {seed: 2}"),
                  ("scenarios[0]", "dataset 'digits' takes no options"), id="options_for_a_dataset_without"),
     pytest.param(BASE + "search: {precision: fp16}\n", ("search.precision", "'fp32' or 'bf16'"), id="precision"),
+    pytest.param(with_method("name: rl\noptions: {schedule: interleaved}\n"),
+                 ("methods[0]", "options.schedule", "['sequential', 'mixed']", "'interleaved'"), id="bad_option_choice"),
+    pytest.param(with_method("name: ga\noptions: {schedule: mixed}\n"),
+                 ("methods[0]", "'ga' has no option 'schedule'"), id="option_the_method_lacks"),
     pytest.param(BASE + "compare: [[ga, rl]]\n", ("compare[0]", "no cell 'rl'", "'ga+falw'"), id="compare_unknown_cell"),
 ]
 
@@ -396,3 +400,9 @@ def test_data_options_reach_the_scenarios_and_their_cells(tmp_path):
     scenario = spec.scenario_list()[0]
     assert scenario.data_options.corr_noise_scale == 0.25 and scenario.data_options.iid_noise_scale == 0.04
     assert build_cells(spec)[0].id == "mnist1d-corr_noise_scale0.25-conv1d-lt0.1-g1/ga"
+
+
+def test_method_options_reach_the_cells(tmp_path):
+    spec = load_study(write(tmp_path, with_method("name: salun\noptions: {schedule: sequential, mask_mode: restore}\n")))
+    assert {tuple(sorted(c.options.items())) for c in build_cells(spec)} == {
+        (("mask_mode", "restore"), ("schedule", "sequential"))}

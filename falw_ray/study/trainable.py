@@ -50,8 +50,7 @@ def unlearning_trial(config: dict, cells: dict, baselines: dict, datasets: dict,
         run_method(base, cell.method, cell.falw, hp=cell.hp(cfg), epochs=cell.epochs, batch_size=cell.batch_size,
                    falw_refresh_every=falw_refresh_every, on_epoch=report, data=data,
                    eval_epochs=None if evaluate is None else evaluate[stage][cell.id], compile=compile,
-                   **({"options": cell.options} if cell.options else {}),
-                   **({"precision": precision} if precision != "fp32" else {}))
+                   options=cell.options, precision=precision)
     except DivergedError as e:
         tune.report({**placement, "avg_gap": DIVERGED_GAP, "diverged": True, "error": str(e), "cell": cell.id,
                      "seed": scenario.seed, "trial_seconds": time.perf_counter() - started})

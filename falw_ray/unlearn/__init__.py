@@ -1,10 +1,12 @@
 """Unlearning methods: a registry keyed by name. Adding a method = one module + one line here."""
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from . import (
     boundary_expanding, boundary_shrink, ft, ga, l1_sparse, neggrad_plus, retrain, rl, salun, scrub,
 )
-from .base import TAU, Batch, DivergedError, Method, Param, UnlearnState, unlearn
+from .base import TAU, Batch, DivergedError, Method, Option, Param, UnlearnState, unlearn
 from .falw import FalwWeigher, class_confidence_stats, falw_weights
 
 METHODS: dict[str, Method] = {
@@ -18,6 +20,10 @@ METHODS: dict[str, Method] = {
 PRESETS: dict[str, tuple[str, bool]] = {"falw": ("salun", True)}
 """Names that stand for a method with FaLW fixed: ``falw`` is the paper's RL + SalUn mask + FaLW."""
 
+PRESET_OPTIONS: dict[str, dict[str, str]] = {"falw": {"schedule": "mixed"}}
+"""A preset's options where they differ from its base method's defaults: the FaLW authors' code mixes
+forget and retain samples in every batch on every data set."""
+
 
 def get_method(name: str) -> Method:
     if name in PRESETS:
@@ -25,6 +31,11 @@ def get_method(name: str) -> Method:
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; expected one of {sorted(METHODS) + sorted(PRESETS)}")
     return METHODS[name]
+
+
+def preset_options(name: str, options: Mapping | None = None) -> dict[str, str]:
+    """The options a method name stands for, overlaid with ``options``."""
+    return {**PRESET_OPTIONS.get(name, {}), **dict(options or {})}
 
 
 def resolve(name: str, falw: bool | None = None) -> tuple[Method, bool]:
@@ -36,6 +47,6 @@ def resolve(name: str, falw: bool | None = None) -> tuple[Method, bool]:
 
 
 __all__ = [
-    "METHODS", "PRESETS", "TAU", "Batch", "DivergedError", "FalwWeigher", "Method", "Param", "UnlearnState",
-    "class_confidence_stats", "falw_weights", "get_method", "resolve", "unlearn",
+    "METHODS", "PRESETS", "PRESET_OPTIONS", "TAU", "Batch", "DivergedError", "FalwWeigher", "Method", "Option", "Param",
+    "UnlearnState", "class_confidence_stats", "falw_weights", "get_method", "preset_options", "resolve", "unlearn",
 ]

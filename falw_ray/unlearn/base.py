@@ -1,7 +1,9 @@
 """What a method is (losses, hyperparameters, default search space) and the loop that runs it.
 
 A method module declares one ``Method``; the engine owns batching, the optimiser, the SalUn
-gradient mask and the FaLW switch, so the same method runs with or without FaLW.
+gradient mask, the FaLW switch and the arithmetic precision, so the same method runs with or
+without FaLW. What each method computes, and where it differs from its reference code, is in
+docs/method.md.
 """
 from __future__ import annotations
 
@@ -42,7 +44,23 @@ class Param:
 
 
 TAU = Param(0.2, 0.0, 0.5, help="FaLW balancing factor; 0 switches class balancing off")
-"""FaLW's own hyperparameter, added to a method's space when FaLW is on (FALW.md section 4)."""
+"""FaLW's own hyperparameter, added to a method's space when FaLW is on (docs/method.md, FaLW)."""
+
+
+@dataclass(frozen=True)
+class Option:
+    """A method's non-searched choice (a schedule, an evaluation convention). ``default`` is one of
+    ``choices``, or a mapping from data set to choice with ``"*"`` for the others: the reference
+    code's own default can differ per data set."""
+
+    choices: tuple[str, ...]
+    default: str | Mapping[str, str]
+    help: str = ""
+
+    def default_for(self, dataset: str) -> str:
+        if isinstance(self.default, str):
+            return self.default
+        return self.default.get(dataset, self.default["*"])
 
 
 @dataclass
@@ -66,6 +84,9 @@ class UnlearnState:
     batch_size: int
     epochs: int
     weigh: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = unit_weights
+    options: dict = field(default_factory=dict)
+    precision: str = "fp32"
+    method: "Method | None" = None
     epoch: int = 0
     opt: torch.optim.Optimizer | None = None
     grad_mask: dict[str, torch.Tensor] | None = None
@@ -98,6 +119,7 @@ class Method:
     epoch_start: Hook | None = None
     run_epoch: Callable[[UnlearnState], torch.Tensor] | None = None
     finish: Hook | None = None
+    options: Mapping[str, Option] = field(default_factory=dict)
 
     def space(self, falw: bool = False) -> dict[str, Param]:
         """The default search space: the searched params, plus tau when FaLW is on."""
@@ -124,16 +146,41 @@ class Method:
                 out[k] = int(round(out[k]))
         return out
 
+    def resolve_options(self, options: Mapping | None, dataset: str) -> dict[str, str]:
+        """Every option of the method: the data set's default overlaid with ``options``; an unknown
+        option or choice is a one-line error naming it and what was expected."""
+        out = {k: o.default_for(dataset) for k, o in self.options.items()}
+        for k, v in (options or {}).items():
+            if k not in self.options:
+                raise ValueError(f"method {self.name!r} has no option {k!r}; expected one of {sorted(self.options)}")
+            if v not in self.options[k].choices:
+                raise ValueError(f"option {k!r} of method {self.name!r}: expected one of "
+                                 f"{list(self.options[k].choices)}, got {v!r}")
+            out[k] = v
+        return out
+
 
 def step(state: UnlearnState, loss: torch.Tensor) -> None:
-    """Backward, SalUn-mask the gradients where a mask is set, and step."""
+    """Backward, SalUn-mask the gradients where a mask is set, and step. With the mask's
+    ``restore`` mode the masked-out weights are also put back after the step (weight decay and
+    momentum would move them otherwise) and their momentum is zeroed."""
     state.opt.zero_grad(set_to_none=True)
     loss.backward()
+    kept = []
     if state.grad_mask is not None:
+        restore = state.extra.get("mask_restore", False)
         for name, p in state.model.named_parameters():
             if p.grad is not None and name in state.grad_mask:
                 p.grad.mul_(state.grad_mask[name])
+                if restore:
+                    kept.append((p, state.grad_mask[name], p.detach().clone()))
     state.opt.step()
+    with torch.no_grad():
+        for p, mask, before in kept:
+            p.copy_(torch.where(mask.bool(), p, before))
+            buf = state.opt.state.get(p, {}).get("momentum_buffer")
+            if buf is not None:
+                buf.mul_(mask)
 
 
 def _pair(t, fr: torch.Tensor, rr: torch.Tensor) -> Batch:
@@ -169,14 +216,16 @@ def layout_batches(state: UnlearnState, layout: Layout):
         raise ValueError(f"unknown batch layout {layout!r}")
 
 
-def run_layout_epoch(state: UnlearnState, method: Method) -> torch.Tensor:
-    """One pass over the method's layout; returns the summed loss (kept on the device: no sync per step)."""
+def run_layout_epoch(state: UnlearnState, method: Method, layouts: tuple[Layout, ...] | None = None) -> torch.Tensor:
+    """One pass over the method's layout (or over ``layouts`` one after another); returns the summed
+    loss (kept on the device: no sync per step)."""
     total = torch.zeros((), device=state.t.device)
-    for batch in layout_batches(state, method.layout):
-        with autocast(state.t.device):
-            loss = method.loss(state, batch)
-        step(state, loss)
-        total += loss.detach().float()
+    for layout in layouts or (method.layout,):
+        for batch in layout_batches(state, layout):
+            with autocast(state.t.device, state.precision):
+                loss = method.loss(state, batch)
+            step(state, loss)
+            total += loss.detach().float()
     return total
 
 
@@ -192,10 +241,15 @@ def unlearn(
     falw_refresh_every: int = 1,
     on_epoch: Callable[[int, nn.Module], None] | None = None,
     compile: bool = False,
+    options: Mapping[str, str] | None = None,
+    precision: str = "fp32",
 ) -> nn.Module:
     """Run ``method`` on ``model`` (changed in place) over a scenario's tensors ``t``.
 
-    ``hp`` overrides the method's defaults (``lr``, ``epochs`` and its extras; ``tau`` with FaLW).
+    ``hp`` overrides the method's defaults (``lr``, ``epochs`` and its extras; ``tau`` with FaLW);
+    ``options`` its non-searched choices (defaults per data set, see ``Method.resolve_options``).
+    ``precision`` is the arithmetic of the unlearning steps and of FaLW's statistics: "fp32", as
+    the reference code, or "bf16" autocast.
     ``on_epoch(epoch, model)`` is called after every epoch: the place to evaluate and report.
     ``compile`` compiles the model's forward in place with torch.compile (off by default: compiling
     costs tens of seconds, so it pays on long GPU runs only; frozen copies run uncompiled).
@@ -206,12 +260,15 @@ def unlearn(
     if epochs is not None:
         hp["epochs"] = int(epochs)
     state = UnlearnState(model=model, t=t, hp=hp, gen=torch.Generator().manual_seed(seed),
-                         batch_size=batch_size, epochs=int(hp["epochs"]))
+                         batch_size=batch_size, epochs=int(hp["epochs"]),
+                         options=method.resolve_options(options, t.dataset), precision=precision, method=method)
+    autocast(t.device, precision)  # an unknown precision fails here, before any step
     torch.manual_seed(seed)
     if compile:
         model.compile()
     if falw:
-        state.weigh = FalwWeigher(model, t.val_x, t.val_y, t.forget_counts, t.num_classes, hp["tau"], falw_refresh_every)
+        state.weigh = FalwWeigher(model, t.val_x, t.val_y, t.forget_counts, t.num_classes, hp["tau"], falw_refresh_every,
+                                  precision)
     if method.prepare is not None:
         method.prepare(state)
     state.opt = sgd(model.parameters(), hp["lr"], hp.get("momentum", 0.9), hp.get("weight_decay", 5e-4))

@@ -1,10 +1,15 @@
-"""Boundary Expanding: add a shadow class, train forget samples into it, then prune the shadow neuron."""
+"""Boundary Expanding: add a shadow class, train forget samples into it, then judge the model.
+
+The reference code judges the widened model (C + 1 outputs): a forget sample predicted as the shadow
+class counts as forgotten. ``evaluate_head: pruned`` removes the shadow neuron first, as the
+Boundary Unlearning paper describes, and judges the C-way model.
+"""
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from ..models import get_head, set_head
-from .base import Method, Param
+from .base import Method, Option, Param
 from .losses import LR, forget_weights, weighted_mean
 
 
@@ -18,6 +23,8 @@ def prepare(state):
 
 
 def finish(state):
+    if state.options["evaluate_head"] != "pruned":
+        return
     head = get_head(state.model)
     pruned = nn.Linear(head.in_features, head.out_features - 1).to(head.weight.device)
     with torch.no_grad():
@@ -34,7 +41,9 @@ def loss(state, batch):
 
 
 METHOD = Method(
-    name="boundary_expanding", summary="train forget samples into an extra shadow class, then prune it",
+    name="boundary_expanding", summary="train forget samples into an extra shadow class, then judge (or prune) it",
     layout="forget", loss=loss, prepare=prepare, finish=finish,
     params={"lr": Param(1e-5, 1e-6, 0.1, **LR), "epochs": Param(10, 1, 50, integer=True, searched=False)},
+    options={"evaluate_head": Option(("widened", "pruned"), "widened",
+                                     help="judge the C+1-way model (the reference code) or prune the shadow class first")},
 )

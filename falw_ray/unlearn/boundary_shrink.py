@@ -1,5 +1,10 @@
-"""Boundary Shrink: relabel each forget sample with the class an FGSM step on the original model
-lands it in (its nearest wrong class), then fine-tune to those labels."""
+"""Boundary Shrink: relabel each forget sample with the class one FGSM step on the original model
+lands it in (its nearest wrong class), then fine-tune to those labels.
+
+The step is taken as the reference code takes it: in pixel space ([0, 1]), the perturbed image
+clamped to [0, 1] and rounded to 1/255, with the model normalising its input. Data without a pixel
+range (signals) is perturbed in its own units, without clamp or rounding.
+"""
 import torch
 import torch.nn.functional as F
 
@@ -7,21 +12,35 @@ from ..data.device import index_batches
 from .base import Method, Param
 from .losses import LR, forget_weights, weighted_mean
 
+PIXEL_LEVELS = 255.0
 
-def neighbour_labels(model, x, y, bound: float, batch_size: int) -> torch.Tensor:
+
+def fgsm_inputs(model, t, x: torch.Tensor, y: torch.Tensor, bound: float) -> torch.Tensor:
+    """``x`` (normalised) after one FGSM step of ``bound`` away from its label ``y``, normalised again."""
+    raw = t.to_raw(x).detach().requires_grad_(True)
+    grad, = torch.autograd.grad(F.cross_entropy(model(t.from_raw(raw)), y), raw)
+    with torch.no_grad():
+        adv = raw + bound * grad.sign()
+        if t.pixels:
+            adv = torch.round(adv.clamp(0.0, 1.0) * PIXEL_LEVELS) / PIXEL_LEVELS
+        return t.from_raw(adv)
+
+
+def neighbour_labels(model, t, x: torch.Tensor, y: torch.Tensor, bound: float, batch_size: int) -> torch.Tensor:
+    """The label the original model gives each forget sample after the FGSM step."""
     out = []
     for rows in index_batches(len(x), batch_size, None, shuffle=False):
         rows = rows.to(x.device)
-        xb = x[rows].clone().requires_grad_(True)
-        grad, = torch.autograd.grad(F.cross_entropy(model(xb), y[rows]), xb)
+        adv = fgsm_inputs(model, t, x[rows], y[rows], bound)
         with torch.no_grad():
-            out.append(model(xb + bound * grad.sign()).argmax(1))
+            out.append(model(adv).argmax(1))
     return torch.cat(out)
 
 
 def prepare(state):
     t = state.t
-    state.extra["neighbour"] = neighbour_labels(state.frozen_copy(), t.forget_x, t.forget_y, state.hp["bound"], state.batch_size)
+    state.extra["neighbour"] = neighbour_labels(state.frozen_copy(), t, t.forget_x, t.forget_y, state.hp["bound"],
+                                                state.batch_size)
 
 
 def loss(state, batch):
@@ -36,6 +55,6 @@ METHOD = Method(
     params={
         "lr": Param(1e-5, 1e-6, 0.1, **LR),
         "epochs": Param(10, 1, 50, integer=True, searched=False),
-        "bound": Param(0.1, 0.01, 1.0, log=True, help="FGSM step size in normalised pixel units"),
+        "bound": Param(0.1, 0.01, 1.0, log=True, help="FGSM step in pixel units ([0, 1]); data units for signals"),
     },
 )

@@ -1,4 +1,4 @@
-"""FaLW: forgetting-aware loss reweighting (FALW.md section 4).
+"""FaLW: forgetting-aware loss reweighting (docs/method.md, FaLW).
 
 Each forget sample's loss is scaled by how its true-class confidence compares with unseen
 (validation) data of its class, sharpened for tail classes by a balancing factor.
@@ -37,13 +37,14 @@ def falw_weights(
 
 
 @torch.no_grad()
-def class_confidence_stats(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int, batch_size: int = 2048):
+def class_confidence_stats(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int, batch_size: int = 2048,
+                           precision: str = "fp32"):
     """Per-class mean and population std of the true-class probability on unseen data, in eval mode."""
     was_training = model.training
     model.eval()
     conf = []
     for start in range(0, len(x), batch_size):
-        with autocast(x.device):
+        with autocast(x.device, precision):
             logits = model(x[start:start + batch_size])
         conf.append(logits.float().softmax(1).gather(1, y[start:start + batch_size, None]).squeeze(1))
     model.train(was_training)
@@ -65,8 +66,9 @@ class FalwWeigher:
     authors' schedule: after each batch's training-mode forward pass); 0 refreshes once per epoch.
     """
 
-    def __init__(self, model: nn.Module, val_x, val_y, forget_counts, num_classes: int, tau: float, refresh_every: int = 1):
-        self.model, self.val_x, self.val_y = model, val_x, val_y
+    def __init__(self, model: nn.Module, val_x, val_y, forget_counts, num_classes: int, tau: float, refresh_every: int = 1,
+                 precision: str = "fp32"):
+        self.model, self.val_x, self.val_y, self.precision = model, val_x, val_y, precision
         self.forget_counts, self.num_classes, self.tau = forget_counts, num_classes, tau
         self.refresh_every = refresh_every
         self.calls = 0
@@ -84,7 +86,8 @@ class FalwWeigher:
 
     def __call__(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if self._refresh_due():
-            self.stats = class_confidence_stats(self.model, self.val_x, self.val_y, self.num_classes)
+            self.stats = class_confidence_stats(self.model, self.val_x, self.val_y, self.num_classes,
+                                                precision=self.precision)
             self.refreshes += 1
         self.calls += 1
         mu, sigma = self.stats

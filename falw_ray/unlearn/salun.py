@@ -1,13 +1,16 @@
 """SalUn: RL restricted to the salient weights, the top share of |gradient of the forget loss|.
 
-With FaLW switched on this is the paper's main configuration (registered as ``falw``).
+With FaLW switched on this is the paper's main configuration (registered as ``falw``). The mask
+zeroes the gradients of the other weights (``mask_mode: grad``, the FaLW authors' copy of SalUn);
+weight decay and momentum still move them a little. ``mask_mode: restore`` is the current SalUn
+code: masked-out weights are put back after every step and their momentum zeroed.
 """
 import torch
 import torch.nn.functional as F
 
 from ..data.device import index_batches
-from .base import Method, Param
-from .rl import PARAMS, draw_labels, loss
+from .base import Method, Option, Param
+from .rl import PARAMS, SCHEDULE, draw_labels, loss, run_epoch
 
 
 def saliency_mask(model, x, y, ratio: float, batch_size: int) -> dict[str, torch.Tensor]:
@@ -35,11 +38,15 @@ def saliency_from_batches(model, batches, ratio: float) -> dict[str, torch.Tenso
 def prepare(state):
     t = state.t
     state.grad_mask = saliency_mask(state.model, t.forget_x, t.forget_y, state.hp["mask_ratio"], state.batch_size)
+    state.extra["mask_restore"] = state.options["mask_mode"] == "restore"
 
 
 METHOD = Method(
     name="salun", summary="random labels on salient weights only (SalUn mask)", layout="mixed",
-    loss=loss, prepare=prepare, epoch_start=draw_labels,
+    loss=loss, prepare=prepare, epoch_start=draw_labels, run_epoch=run_epoch,
     params={**PARAMS, "lr": Param(0.013, 1e-4, 0.1, log=True, help=PARAMS["lr"].help),
             "mask_ratio": Param(0.5, 0.1, 0.9, help="share of weights the saliency mask keeps")},
+    options={"schedule": SCHEDULE,
+             "mask_mode": Option(("grad", "restore"), "grad",
+                                 help="mask gradients only (FaLW authors' code) or also restore masked-out weights")},
 )

@@ -22,7 +22,7 @@ def run_epoch(state):
     total = torch.zeros((), device=state.t.device)
     if state.epoch < hp["msteps"]:
         for batch in layout_batches(state, "forget"):
-            with autocast(state.t.device):
+            with autocast(state.t.device, state.precision):
                 logits = model(batch.x)
                 with torch.no_grad():
                     target = teacher(batch.x)
@@ -31,7 +31,7 @@ def run_epoch(state):
             step(state, loss)
             total += loss.detach().float()
     for batch in layout_batches(state, "retain"):
-        with autocast(state.t.device):
+        with autocast(state.t.device, state.precision):
             logits = model(batch.x)
             with torch.no_grad():
                 target = teacher(batch.x)
