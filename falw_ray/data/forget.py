@@ -1,4 +1,4 @@
-"""Forget-set construction: long-tailed (FALW.md section 2), plain random, and class-wise."""
+"""Forget-set construction: long-tailed (docs/method.md, Long-tailed forget sets), plain random, and class-wise."""
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -1,4 +1,4 @@
-"""Validation / pool split of a training set and the forget / retain split of the pool (FALW.md section 3)."""
+"""Validation / pool split of a training set and the forget / retain split of the pool (docs/method.md, Splits)."""
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -2,7 +2,7 @@
 
 - ``deviation_<scenario>.png``: per class, from the head (class 0, most forget samples) to the tail,
   the mean over seeds of FA_c - FA_c(Retrain) for each method, FaLW on solid and off dashed; below,
-  the same deviation averaged over the head, middle and tail thirds (FALW.md sections 1 and 7).
+  the same deviation averaged over the head, middle and tail thirds (docs/method.md, Metrics).
   Above zero a class is under-forgotten, below zero over-forgotten.
 - ``search/<scenario>/<cell>_history.png``: Optuna's optimisation history of the cell (Avg. Gap);
   ``<cell>_importances.png``: Optuna's parameter importances (cells that search two or more
