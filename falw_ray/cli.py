@@ -21,12 +21,10 @@ def _parse_sets(items: list[str]) -> dict[str, dict[str, float]]:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    import pandas as pd
     import torch
 
     from .experiment import Experiment
     from .scenario import ForgetSpec, Scenario
-    from .unlearn import METHODS
 
     torch.set_num_threads(args.threads) if args.threads else None
     try:
@@ -35,27 +33,18 @@ def cmd_compare(args: argparse.Namespace) -> int:
                             data_dir=args.data_dir)
     except ValueError as e:
         raise SystemExit(f"falw-ray compare: {e}") from None
-    methods = args.methods or [m for m in METHODS if m != "retrain"]
-    exp = Experiment(scenario, device=args.device)
-    print(f"scenario {scenario.name}: training original and retrained models ...", file=sys.stderr, flush=True)
-    b = exp.baselines
-    print(f"  original {b.original_seconds:.1f}s, retrained {b.retrain_seconds:.1f}s", file=sys.stderr, flush=True)
-    rows = []
-    for name in methods:
-        for on in (False, True):
-            if on and not METHODS[name].forget_term:
-                continue
-            hp = dict(args.hp.get(name, {}), **(args.hp.get(f"{name}+falw", {}) if on else {}))
-            r = exp.run(name, on, hp=hp, epochs=args.epochs)
-            print(f"  {name:<20} falw={'on ' if on else 'off'} avg_gap {r.gaps['avg_gap']:6.2f}  ({r.seconds:.1f}s)",
-                  file=sys.stderr, flush=True)
-            rows.append(r.row())
-    ref = {"method": "retrain", "falw": False, **{k: b.retrained_metrics[k] for k in ("fa", "ra", "ta", "mia")},
-           "avg_gap": 0.0, "seconds": b.retrain_seconds, "rte": 1.0}
-    table = pd.DataFrame([ref, *rows])[["method", "falw", "fa", "ra", "ta", "mia", "avg_gap", "seconds", "rte"]]
-    table["falw"] = table["falw"].map({True: "on", False: "off"})
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    exp = Experiment(scenario, device=args.device, store=None if args.no_store else args.store)
+    table = exp.compare(args.methods or _compare_methods(), hp=args.hp, epochs=args.epochs)
+    shown = table[["method", "falw", "fa", "ra", "ta", "mia", "avg_gap", "seconds", "rte"]].rename(columns={
+        "fa": "FA", "ra": "RA", "ta": "TA", "mia": "MIA", "avg_gap": "Avg. Gap", "seconds": "Time (s)", "rte": "RTE"})
+    print(shown.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     return 0
+
+
+def _compare_methods() -> list[str]:
+    from .unlearn import METHODS, PRESETS
+
+    return [m for m in METHODS if m != "retrain"] + list(PRESETS)
 
 
 def _fail(err: Exception) -> int:
@@ -156,19 +145,29 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="falw-ray", description="Tune and compare unlearning methods with FaLW.")
     sub = p.add_subparsers(dest="command", required=True)
-    c = sub.add_parser("compare", help="run every method with and without FaLW on one scenario and print the table")
-    c.add_argument("--dataset", default="digits")
-    c.add_argument("--model", default=None)
-    c.add_argument("--forget", default="longtail", choices=["longtail", "random"])
-    c.add_argument("--ratio", type=float, default=0.1)
-    c.add_argument("--gamma", type=float, default=1.0)
-    c.add_argument("--seed", type=int, default=0)
+    from .data.registry import DATASETS
+    from .models import MODELS
+
+    methods = _compare_methods()
+    c = sub.add_parser("compare", help="run every method with and without FaLW on one scenario (no Ray) and print "
+                                       "the table; baselines come from the store, trained there only once")
+    c.add_argument("--dataset", default="mnist1d", choices=sorted(DATASETS), help="data set (default: mnist1d)")
+    c.add_argument("--model", default=None, choices=sorted(MODELS), help="model (default: the data set's)")
+    c.add_argument("--forget", default="longtail", choices=["longtail", "random"], help="forget set kind")
+    c.add_argument("--ratio", type=float, default=0.1, help="forget set share of the training pool (default 0.1)")
+    c.add_argument("--gamma", type=float, default=1.0, help="long-tail exponent (default 1)")
+    c.add_argument("--seed", type=int, default=0, help="seed of the baselines, splits and unlearning")
     c.add_argument("--epochs", type=int, default=None, help="unlearning epochs for every method (default: each method's own)")
-    c.add_argument("--methods", nargs="*", default=None)
-    c.add_argument("--set", dest="hp", action="append", default=[], metavar="METHOD.PARAM=VALUE")
-    c.add_argument("--data-dir", default=None)
-    c.add_argument("--device", default=None)
-    c.add_argument("--threads", type=int, default=None)
+    c.add_argument("--methods", nargs="*", default=None, choices=methods, metavar="METHOD",
+                   help=f"methods to run (default: all): {', '.join(methods)}")
+    c.add_argument("--set", dest="hp", action="append", default=[], metavar="METHOD.PARAM=VALUE",
+                   help="a hyperparameter, e.g. ga.lr=0.003 or ga+falw.tau=0.1 (repeatable)")
+    c.add_argument("--data-dir", default=None, help="folder of the data set's files (CIFAR, Tiny-ImageNet)")
+    c.add_argument("--store", default="falw_results/baselines",
+                   help="baseline store, shared with studies (default: falw_results/baselines)")
+    c.add_argument("--no-store", action="store_true", help="train the baselines in memory and keep nothing")
+    c.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when there is one)")
+    c.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     c.set_defaults(func=cmd_compare)
 
     for name, helptext in (("run", "run a study on a local Ray (or --address)"),

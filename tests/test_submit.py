@@ -33,8 +33,9 @@ from falw_ray.study.submit import follow_hint, job_client, submit_entrypoint, su
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent  # the job's `python` is the first on the PATH of `ray start`
 TINY_STUDY = REPO / "tests" / "data" / "tiny_study.yaml"
-TABLE_COLUMNS = ["method", "falw", "fa", "ra", "ta", "mia", "avg_gap", "seconds", "rte"]
-"""The columns of ``falw-ray compare``'s table."""
+TABLE_COLUMNS = ["method", "falw", "FA", "RA", "TA", "MIA", "Avg.", "Gap", "Time", "(s)", "RTE"]
+"""The header of ``falw-ray compare``'s table, split on spaces."""
+VALUES = ["fa", "ra", "ta", "mia", "avg_gap", "seconds", "rte"]
 _CLIENT_ENV = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")
 
 
@@ -138,24 +139,26 @@ def cluster():
 
 
 def test_submit_entrypoint_runs_compare_with_token_auth(cluster):
-    job = submit_entrypoint("python -m falw_ray.cli compare --methods ga --epochs 1 --threads 1",
+    job = submit_entrypoint("python -m falw_ray.cli compare --dataset digits --no-store --methods ga --epochs 1 "
+                            "--threads 1",
                             cluster.address, working_dir=REPO)
     status = wait_for_job(cluster.address, job, timeout_s=300)
     logs = job_client(cluster.address).get_job_logs(job)
     assert status == JobStatus.SUCCEEDED, logs[-3000:]
-    # compare's table (stdout): its header, then Retrain's row and GA's without and with FaLW, nothing else.
+    # compare's table (stdout): its header, then Retrain's and the original model's rows and GA's
+    # without and with FaLW, nothing else.
     lines = logs.splitlines()
     header = [i for i, line in enumerate(lines) if line.split() == TABLE_COLUMNS]
     assert len(header) == 1, logs[-3000:]
-    rows = [line.split() for line in lines[header[0] + 1:header[0] + 4]]
-    assert [r[:2] for r in rows] == [["retrain", "off"], ["ga", "off"], ["ga", "on"]], logs[-3000:]
-    assert all(len(r) == len(TABLE_COLUMNS) for r in rows), rows
-    values = [dict(zip(TABLE_COLUMNS[2:], map(float, r[2:]))) for r in rows]
+    rows = [line.split() for line in lines[header[0] + 1:header[0] + 5]]
+    assert [r[:2] for r in rows] == [["retrain", "-"], ["original", "-"], ["ga", "off"], ["ga", "on"]], logs[-3000:]
+    assert all(len(r) == 2 + len(VALUES) for r in rows), rows
+    values = [dict(zip(VALUES, map(float, r[2:]))) for r in rows]
     assert (values[0]["avg_gap"], values[0]["rte"]) == (0.0, 1.0), "Retrain is the reference: gap 0, RTE 1"
     assert all(0.0 <= v[k] <= 100.0 for v in values for k in ("fa", "ra", "ta", "mia", "avg_gap")), values
     # ... and each GA run's progress line (stderr) gave the Avg. Gap the table shows.
-    said = dict(re.findall(r"^\s*ga\s+falw=(on|off)\s+avg_gap\s+([0-9.]+)", logs, re.M))
-    assert said == {"off": f"{values[1]['avg_gap']:.2f}", "on": f"{values[2]['avg_gap']:.2f}"}, logs[-3000:]
+    said = dict(re.findall(r"falw-ray: ga\s+falw (on|off)\s+Avg\. Gap\s+([0-9.]+)", logs))
+    assert said == {"off": f"{values[2]['avg_gap']:.2f}", "on": f"{values[3]['avg_gap']:.2f}"}, logs[-3000:]
     env = "" if "RAY_AUTH_MODE" in os.environ else "RAY_AUTH_MODE=token "  # the CLI sends a token only with it
     assert follow_hint(cluster.address, job).splitlines() == [
         f"follow: {env}ray job logs --follow --address {cluster.address} {job}",
