@@ -64,7 +64,7 @@ class BaselineStore:
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=final.parent))
         try:
-            torch.save({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in trained.state.items()}, tmp / WEIGHTS)
+            torch.save({k: torch.from_numpy(np.array(v, order="C", copy=True)) for k, v in trained.state.items()}, tmp / WEIGHTS)
             meta = {"role": role, "key": key, "seconds": trained.seconds, "sha256": _sha256(tmp / WEIGHTS), **(info or {})}
             (tmp / META).write_text(json.dumps(meta, indent=1, sort_keys=True))
             if final.exists():

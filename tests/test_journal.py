@@ -43,9 +43,6 @@ def test_a_line_cut_short_by_a_crash_is_ignored_and_reset_starts_over(tmp_path):
     assert j.load() == {}
 
 
-@pytest.mark.xfail(strict=True, reason="product bug: Journal.append writes after a line cut short by a crash "
-                                       "without starting a new line, so the first trial a resumed study finishes "
-                                       "is merged into the torn line and lost on the next load")
 def test_a_trial_finished_after_a_torn_line_is_kept(tmp_path):
     """A resumed study keeps appending to the journal its crash left behind (runner: load, no reset)."""
     j = Journal(tmp_path / "j.jsonl")

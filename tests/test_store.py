@@ -24,8 +24,6 @@ def test_round_trip_and_hit(tmp_path):
     assert (meta["scenario"], meta["role"], meta["key"], meta["seconds"]) == ("s", "original", "k1", 2.5)
 
 
-@pytest.mark.xfail(strict=True, reason="product bug: BaselineStore.save writes np.ascontiguousarray(v), which makes "
-                                       "a 0-d array (BatchNorm's num_batches_tracked) 1-d, so it loads back with shape (1,)")
 def test_a_stored_entry_keeps_every_shape(tmp_path):
     store = BaselineStore(tmp_path)
     store.save("original", "k", entry())

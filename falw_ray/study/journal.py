@@ -37,9 +37,13 @@ class Journal:
 
     def append(self, trial_id: str, result: dict) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        line = json.dumps({"trial_id": trial_id, "result": trial_result(result)})
-        with open(self.path, "a") as f:
-            f.write(line + "\n")
+        line = json.dumps({"trial_id": trial_id, "result": trial_result(result)}).encode() + b"\n"
+        with open(self.path, "ab+") as f:
+            if f.seek(0, os.SEEK_END) > 0:
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":  # a line cut short by a crash: start on a line of our own
+                    line = b"\n" + line
+            f.write(line)
             f.flush()
             os.fsync(f.fileno())
 

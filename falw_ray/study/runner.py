@@ -112,10 +112,10 @@ class Study:
         results_dir = root / spec.name
         for k, v in QUIET_ENV.items():
             os.environ.setdefault(k, v)
-        # Tracking is checked before Ray starts: an unreachable store costs a second, not a cluster start.
+        # Tracking is checked before Ray starts (an unreachable store costs a second, not a cluster
+        # start) and written only once the cluster can hold a trial: a bad study writes nothing.
         tracker = Tracker(tracking_uri or spec.tracking.uri, spec.tracking.experiment or spec.name, root / "mlartifacts")
-        tracker.connect()
-        say(f"results: {results_dir}; baseline store: {root / 'baselines'}; MLflow: {tracker.uri}")
+        tracker.check()
         if not ray.is_initialized():
             local = {} if address else {"_node_ip_address": "127.0.0.1"}
             ray.init(address=address, include_dashboard=False, log_to_driver=verbose,
@@ -123,6 +123,8 @@ class Study:
                      runtime_env={"env_vars": dict(QUIET_ENV)} if address else None, **local)
         _check_resources(spec, self.source, address, ray.cluster_resources())
         self.concurrency = spec.search.max_concurrent or _slots(spec, address, ray.cluster_resources())
+        tracker.connect()
+        say(f"results: {results_dir}; baseline store: {root / 'baselines'}; MLflow: {tracker.uri}")
         study_run = tracker.resume_study() if resume else None
         if study_run is None:
             resume = False

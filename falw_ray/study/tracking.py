@@ -24,6 +24,7 @@ import queue
 import threading
 import time
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 from mlflow.entities import Metric, Param, RunTag
@@ -92,6 +93,21 @@ class TrackingError(RuntimeError):
     pass
 
 
+@contextmanager
+def _no_retries():
+    """MLflow's HTTP client retries for minutes by default: a check at start wants an answer now."""
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
+    os.environ.update(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="10")
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def _first_line(e: Exception) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
@@ -141,10 +157,34 @@ class Tracker:
             self.log_metrics(run_id, {k: result[k] for k in EPOCH_METRICS if k in result}, step=epoch)
         self.tag(run_id, end_tags(epoch, epochs))
 
+    def check(self) -> None:
+        """Whether the store can be reached, without writing to it: a SQLite file's folder must exist
+        and be writable; a server must answer. Cheap, so it runs before Ray starts."""
+        if self.uri.startswith("sqlite:///"):
+            folder = Path(self.uri.removeprefix("sqlite:///")).expanduser().parent
+            if not folder.is_dir() or not os.access(folder, os.W_OK):
+                raise TrackingError(f"MLflow tracking at {self.uri}: the folder {folder} does not exist or is not "
+                                    "writable")
+            return
+        if self.uri.startswith(("http://", "https://")):
+            with _no_retries():
+                try:
+                    self.client.search_experiments(max_results=1)
+                except Exception as e:  # noqa: BLE001 - any failure to answer is the one-line error below
+                    raise TrackingError(f"MLflow tracking at {self.uri} is unreachable: {_first_line(e)}") from None
+
     def connect(self) -> None:
         """Reach the store and create the experiment, before any compute starts."""
-        saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
-        os.environ.update(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="10")
+        with _no_retries():
+            exp = self._experiment()
+        try:
+            self._ensure_views(exp)
+        except Exception as e:  # noqa: BLE001 - a read-only or older server: the runs are logged all the same
+            warnings.warn(f"falw_ray: could not set the experiment's shared MLflow views: {e}", RuntimeWarning,
+                          stacklevel=2)
+
+    def _experiment(self):
+        """The study's experiment, created if new; any failure is one line naming the store."""
         try:
             exp = self.client.get_experiment_by_name(self.experiment_name)
             if exp is None:
@@ -154,20 +194,9 @@ class Tracker:
                 self.experiment_id = self.client.create_experiment(self.experiment_name, artifact_location=location)
             else:
                 self.experiment_id = exp.experiment_id
-        except Exception as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise TrackingError(f"MLflow tracking at {self.uri} is unreachable: {first}") from None
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-        try:
-            self._ensure_views(exp)
-        except Exception as e:  # noqa: BLE001 - a read-only or older server: the runs are logged all the same
-            warnings.warn(f"falw_ray: could not set the experiment's shared MLflow views: {e}", RuntimeWarning,
-                          stacklevel=2)
+        except Exception as e:  # noqa: BLE001 - whatever the store raises, the study stops with one line
+            raise TrackingError(f"MLflow tracking at {self.uri} is unreachable: {_first_line(e)}") from None
+        return exp
 
     def _ensure_views(self, exp) -> None:
         """Keep the experiment's shared runs-table views (see the module docstring) up to date, and
