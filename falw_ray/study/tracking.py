@@ -116,22 +116,30 @@ def _first_line(e: Exception) -> str:
 class Tracker:
     def __init__(self, uri: str | None, experiment: str, artifact_root: Path | None = None):
         self.uri = uri or default_tracking_uri()
-        try:
-            self.client = MlflowClient(tracking_uri=self.uri)
-        except Exception as e:
-            raise TrackingError(f"MLflow tracking at {self.uri} is unreachable: {_first_line(e)}") from None
         self.experiment_name = experiment
         self.artifact_root = artifact_root
         self.experiment_id: str | None = None
         self.study_run: str | None = None
+        self._client: MlflowClient | None = None
+
+    @property
+    def client(self) -> MlflowClient:
+        """Made on first use: an MLflow client of a SQLite store creates the file, which :meth:`check`
+        must not do."""
+        if self._client is None:
+            try:
+                self._client = MlflowClient(tracking_uri=self.uri)
+            except Exception as e:  # noqa: BLE001 - any failure to open the store is the one line below
+                raise TrackingError(f"MLflow tracking at {self.uri} is unreachable: {_first_line(e)}") from None
+        return self._client
 
     def __getstate__(self) -> dict:
         """Tune pickles its run config (and so this tracker) with the experiment: keep only the address."""
-        return {k: v for k, v in self.__dict__.items() if k != "client"}
+        return {k: v for k, v in self.__dict__.items() if k != "_client"}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        self.client = MlflowClient(tracking_uri=self.uri)
+        self._client = None
 
     def resume_study(self) -> str | None:
         """Reopen the latest study run if it did not finish, so a resumed study writes into it."""
@@ -172,6 +180,8 @@ class Tracker:
                     self.client.search_experiments(max_results=1)
                 except Exception as e:  # noqa: BLE001 - any failure to answer is the one-line error below
                     raise TrackingError(f"MLflow tracking at {self.uri} is unreachable: {_first_line(e)}") from None
+            return
+        self.client  # noqa: B018 - other schemes: an unknown one or an unreachable database fails here
 
     def connect(self) -> None:
         """Reach the store and create the experiment, before any compute starts."""
