@@ -13,6 +13,21 @@ from .data.registry import DATASETS, data_options
 from .models import MODELS
 from .recipe import Recipe, default_recipe
 
+BASELINE_CODE_VERSION = "2026.12-1"
+"""Version of the code whose output a stored baseline is: part of every store key and recorded in
+each entry's meta.json.
+
+Bump it deliberately, in the same change, whenever training (falw_ray/train.py, baselines.train_role,
+a model's layers or initialisation), data preparation (loading, normalisation, augmentation, splits,
+forget sets) or evaluation (falw_ray/metrics.py: the metrics.json stored with a pair) of baselines
+changes what a stored entry holds. Keys then change, so entries built by the older code are missed
+(never silently reused) and rebuilt on first use; `falw-ray baselines prune --stale` removes them.
+A change that leaves stored entries bit for bit the same needs no bump. Format: YEAR.MONTH-N.
+
+History: 2026.12-1 (first versioned keys): baselines train in fp32 on GPUs too (no bf16 autocast) and
+evaluation counts every model output (argmax and softmax over all of them, shadow classes included).
+"""
+
 
 def _known_dataset(v: str) -> str:
     if v not in DATASETS:
@@ -103,13 +118,14 @@ class Scenario(BaseModel):
         return self.dataset, self.data_dir, self.download, self.data_options.hashable()
 
     def key(self) -> str:
-        """Content address of the retrained model: every field that changes it (not where data lives)."""
-        return _digest(self._identity())
+        """Content address of the retrained model: every field that changes it (not where data lives)
+        and the version of the code that trains and evaluates it (BASELINE_CODE_VERSION)."""
+        return _digest({**self._identity(), "code_version": BASELINE_CODE_VERSION})
 
     def original_key(self) -> str:
         """Content address of the original model, which the forget set does not change: scenarios that
-        differ only in their forget set (a gamma sweep, say) share one original."""
-        return _digest(self._identity(exclude={"forget"}))
+        differ only in their forget set (a gamma sweep, say) share one original. Versioned as key()."""
+        return _digest({**self._identity(exclude={"forget"}), "code_version": BASELINE_CODE_VERSION})
 
     def _identity(self, exclude: set[str] | None = None) -> dict:
         fields = self.model_dump(mode="json", exclude=exclude)
