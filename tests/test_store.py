@@ -156,3 +156,27 @@ def test_full_disk_leaves_no_half_written_entry(tmp_path):
         "the old entry is intact"
     leftovers = [p.name for p in (tmp_path / "retrained").iterdir() if p.name.startswith(".")]
     assert leftovers == [], leftovers
+
+
+def test_remove_takes_the_entry_whole_and_leaves_nothing_behind(tmp_path):
+    store = BaselineStore(tmp_path)
+    store.save("retrained", "k", entry())
+    store.save("retrained", "other", entry(2.0))
+    assert store.remove("retrained", "k") is True
+    assert store.load("retrained", "k") is None and not store.path("retrained", "k").exists()
+    assert store.remove("retrained", "k") is False, "nothing left to remove"
+    assert np.array_equal(store.load("retrained", "other").state["w"], np.full((3, 2), 2.0, np.float32))
+    assert sorted(p.name for p in (tmp_path / "retrained").iterdir() if p.name.startswith(".")) == []
+
+
+def test_remove_leaves_an_entry_whose_lock_is_held(tmp_path):
+    """An entry being built (get_or_train holds its lock) is in use: remove gives up at once, intact."""
+    from filelock import Timeout
+
+    store = BaselineStore(tmp_path)
+    store.save("original", "k", entry(6.0))
+    with store.lock("original", "k"):
+        with pytest.raises(Timeout):
+            store.remove("original", "k", timeout=0)
+    assert np.array_equal(store.load("original", "k").state["w"], np.full((3, 2), 6.0, np.float32))
+    assert store.remove("original", "k", timeout=0) is True
