@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 
 
 def _parse_sets(items: list[str]) -> dict[str, dict[str, float]]:
@@ -136,10 +137,131 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
                 study = Study(load_study(path), str(path))
                 print(f"{path}: valid study '{study.spec.name}' ({len(study.cells)} cells x {study.spec.search.trials} trials)")
+                if study.spec.description.strip():
+                    print(textwrap.fill(" ".join(study.spec.description.split()), width=100,
+                                        initial_indent="  ", subsequent_indent="  "))
         except (StudyError, ValueError) as e:
             print(e, file=sys.stderr)
             status = 2
     return status
+
+
+DEFAULT_STORE = "falw_results/baselines"
+"""The store studies (default storage), ``Experiment`` and ``falw-ray compare`` use."""
+
+
+def _store_root(args: argparse.Namespace):
+    from pathlib import Path
+
+    root = Path(args.store).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"no baseline store at {root} (a study's is <storage>/baselines; see --store)")
+    return root
+
+
+def cmd_baselines_list(args: argparse.Namespace) -> int:
+    from .scenario import BASELINE_CODE_VERSION
+    from .store_admin import entries, format_entries, human_size
+
+    try:
+        root = _store_root(args)
+    except FileNotFoundError as e:
+        return _fail(e)
+    found = entries(root)
+    for line in format_entries(found):
+        print(line)
+    stale = sum(e.stale(BASELINE_CODE_VERSION) for e in found)
+    print(f"{len(found)} entries, {human_size(sum(e.size for e in found))} in {root.resolve()}; "
+          f"code version now {BASELINE_CODE_VERSION}, {stale} stale")
+    return 0
+
+
+def cmd_baselines_prune(args: argparse.Namespace) -> int:
+    from .store_admin import human_size, prune
+
+    try:
+        root = _store_root(args)
+        report = prune(root, stale=args.stale, older_than_days=args.older_than, dry_run=args.dry_run)
+    except (FileNotFoundError, ValueError) as e:
+        return _fail(e)
+    verb = "would remove" if args.dry_run else "removed"
+    in_use = f", {len(report.in_use)} in use kept" if report.in_use else ""
+    print(f"{verb} {len(report.removed)} entries ({human_size(report.freed)}){in_use}; "
+          f"{report.kept} {'would stay' if args.dry_run else 'left'} in {root.resolve()}")
+    return 0
+
+
+def _num(v: float) -> str:
+    return f"{v:g}"
+
+
+def _param_rows(method, falw: bool) -> list[tuple[str, ...]]:
+    from .unlearn import TAU
+
+    params = dict(method.params)
+    if falw:
+        params["tau"] = TAU
+    rows = []
+    for name, p in params.items():
+        kind = ", log" if p.log else ", integer" if p.integer else ""
+        searched = ("with FaLW" if name == "tau" else "yes") if p.searched else "no"
+        rows.append((name, _num(p.default), f"{_num(p.low)} .. {_num(p.high)}{kind}", searched, p.help))
+    return rows
+
+
+def _option_default(option, preset: str | None) -> str:
+    if preset is not None:
+        return f"{preset} (preset)"
+    if isinstance(option.default, str):
+        return option.default
+    special = [f"{choice} on {ds}" for ds, choice in option.default.items() if ds != "*"]
+    return ", ".join(special) + f", else {option.default['*']}"
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]], indent: str = "  ") -> list[str]:
+    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
+    return [(indent + "  ".join(c.ljust(w) for c, w in zip(r, widths))).rstrip() for r in (header, *rows)]
+
+
+def describe_method(name: str) -> list[str]:
+    """A method's (or preset's) summary, FaLW switch, hyperparameters and options, as ``falw-ray methods`` prints them."""
+    from .unlearn import PRESET_OPTIONS, PRESETS, get_method
+
+    method = get_method(name)
+    if name in PRESETS:
+        base, on = PRESETS[name]
+        fixed = ", ".join(f"{k} {v}" for k, v in PRESET_OPTIONS.get(name, {}).items())
+        lines = [f"{name}: preset = {base} with FaLW {'on' if on else 'off'}{'; ' + fixed if fixed else ''}",
+                 f"  {method.summary}"]
+        falw_modes = [on]
+    else:
+        lines = [f"{name}: {method.summary}"]
+        falw_modes = [False, True] if method.forget_term else [False]
+        lines.append("  FaLW: off or on (a cell each; tau is searched when on)" if method.forget_term
+                     else "  FaLW: no (no forget term to weight)")
+    lines += _table(("hyperparameter", "default", "range", "searched", "help"), _param_rows(method, max(falw_modes)))
+    preset_opts = PRESET_OPTIONS.get(name, {})
+    if method.options:
+        lines += _table(("option", "choices", "default", "help"),
+                        [(k, ", ".join(o.choices), _option_default(o, preset_opts.get(k)), o.help)
+                         for k, o in method.options.items()])
+    else:
+        lines.append("  options: none")
+    return lines
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    from .unlearn import METHODS, PRESETS
+
+    names = args.names or [*METHODS, *PRESETS]
+    unknown = [n for n in names if n not in METHODS and n not in PRESETS]
+    if unknown:
+        return _fail(ValueError(f"unknown method {unknown[0]!r}; expected one of {sorted(METHODS) + sorted(PRESETS)}"))
+    blocks = ["\n".join(describe_method(n)) for n in names]
+    print("\n\n".join(blocks))
+    print("\nIn a study, a method's space: fixes a hyperparameter (a number) or searches it ({low, high, log}), "
+          "epochs: N\nsets its epochs and options: its choices; docs/method.md says what each method computes.")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -200,6 +322,27 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check study files or a cluster.yaml without running anything")
     v.add_argument("files", nargs="+")
     v.set_defaults(func=cmd_validate)
+
+    me = sub.add_parser("methods", help="list every method and preset: summary, hyperparameters (default, range, "
+                                        "searched), options (choices, default) and what each means")
+    me.add_argument("names", nargs="*", metavar="METHOD", help="only these (default: all)")
+    me.set_defaults(func=cmd_methods)
+
+    b = sub.add_parser("baselines", help="list or prune the baseline store")
+    bsub = b.add_subparsers(dest="action", required=True)
+    store_help = f"the store's folder (default: {DEFAULT_STORE}; a study's is <storage>/baselines)"
+    bl = bsub.add_parser("list", help="one line per entry: role, key, data set, model, forget set, seed, "
+                                      "code version, size, age")
+    bl.add_argument("--store", default=DEFAULT_STORE, help=store_help)
+    bl.set_defaults(func=cmd_baselines_list)
+    bp = bsub.add_parser("prune", help="remove entries matching every filter given, each whole and under its lock "
+                                       "(an entry in use is kept)")
+    bp.add_argument("--store", default=DEFAULT_STORE, help=store_help)
+    bp.add_argument("--stale", action="store_true",
+                    help="entries whose code version is not the current one (written before versions: '-')")
+    bp.add_argument("--older-than", type=float, default=None, metavar="DAYS", help="entries written more than DAYS ago")
+    bp.add_argument("--dry-run", action="store_true", help="say what would be removed, remove nothing")
+    bp.set_defaults(func=cmd_baselines_prune)
     return p
 
 
