@@ -21,10 +21,6 @@ class Splits:
     def as_dict(self) -> dict[str, np.ndarray]:
         return {k: getattr(self, k) for k in ("val", "pool", "forget", "retain", "test", "mia_members")}
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "Splits":
-        return cls(**{k: np.asarray(d[k], dtype=np.int64) for k in ("val", "pool", "forget", "retain", "test", "mia_members")})
-
 
 def validation_split(labels: np.ndarray, num_classes: int, per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Carve ``per_class`` samples of each class out of the training set: the unseen data FaLW compares with."""
