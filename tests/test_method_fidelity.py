@@ -10,7 +10,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from falw_ray.baselines import model_from, tensors_for
 from falw_ray.data.registry import load_dataset
-from falw_ray.experiment import Experiment
+from falw_ray.experiment import Experiment, run_method
 from falw_ray.metrics import evaluate
 from falw_ray.unlearn import get_method, preset_options, unlearn
 from falw_ray.unlearn import boundary_shrink, falw as falw_module
@@ -41,25 +41,48 @@ def steps_of(fn) -> int:
     return count[0]
 
 
-def test_boundary_shrink_steps_in_pixel_space_and_flips_nearly_every_forget_label(original, t):
-    """One FGSM step of 0.1 in [0, 1] pixels, clamped and rounded to 1/255. On digits it moves the
-    trained model's prediction off the true label for 30 of the 129 forget samples (the same bound in
-    normalised units, the old step, moved 24): small 8x8 images with mostly black pixels, which the
-    clamp keeps black, are far more robust than CIFAR's."""
-    adv = boundary_shrink.fgsm_inputs(original, t, t.forget_x, t.forget_y, 0.1)
-    pixels = t.to_raw(adv)
+def test_boundary_shrink_steps_in_pixel_space_and_relabels_the_measured_share(original, t):
+    """One FGSM step of 0.1 in [0, 1] pixels on the frozen original (eval mode), clamped and rounded
+    to 1/255. On digits it moves the prediction off the true label for 52 of the 129 forget samples
+    (40%; 119 at bound 0.2), and the same bound in normalised units (the old step, 0.378x as large
+    in pixels) for 8: 8x8 images with 17 grey levels and about half their pixels black, which the
+    clamp keeps black, resist a 0.1 step far more than CIFAR's images."""
+    state = UnlearnState(model=original, t=t, hp={"bound": 0.1}, gen=torch.Generator(), batch_size=64, epochs=1)
+    boundary_shrink.prepare(state)
+    frozen, labels = state.frozen_copy(), state.extra["neighbour"]
+    assert not frozen.training
+    with torch.no_grad():
+        assert (frozen(t.forget_x).argmax(1) == t.forget_y).all(), "before the step: every forget label right"
+    assert len(labels) == 129 and int((labels != t.forget_y).sum()) == 52
+    adv = boundary_shrink.fgsm_inputs(frozen, t, t.forget_x, t.forget_y, 0.1)
+    pixels, before = t.to_raw(adv), t.to_raw(t.forget_x)
     assert pixels.min() >= -1e-6 and pixels.max() <= 1 + 1e-6
     assert torch.allclose(pixels * 255, torch.round(pixels * 255), atol=1e-3), "on the 1/255 grid"
-    step = (pixels - t.to_raw(t.forget_x)).abs()
-    assert step.max() <= 0.1 + 1 / 255 + 1e-5
-    labels = boundary_shrink.neighbour_labels(original, t, t.forget_x, t.forget_y, 0.1, 64)
-    assert len(labels) == 129 and int((labels != t.forget_y).sum()) == 30
     x = t.forget_x.clone().requires_grad_(True)
-    grad, = torch.autograd.grad(torch.nn.functional.cross_entropy(original(x), t.forget_y), x)
+    grad, = torch.autograd.grad(torch.nn.functional.cross_entropy(frozen(x), t.forget_y), x)
+    # d/d(pixel) = d/d(normalised) / std: the same sign, so the expected image follows by hand.
+    expected = torch.round((before + 0.1 * grad.sign()).clamp(0, 1) * 255) / 255
+    assert torch.allclose(pixels, expected, atol=1e-5)
+    pushed_down = (before.abs() < 1e-6) & (grad < 0)
+    assert int(pushed_down.sum()) == 1897 and (pixels[pushed_down].abs() < 1e-6).all(), "clamped: black stays black"
     with torch.no_grad():
-        assert int((original(t.forget_x + 0.1 * grad.sign()).argmax(1) != t.forget_y).sum()) == 24
-    with torch.no_grad():
-        assert (original(t.forget_x).argmax(1) == t.forget_y).all(), "before the step: every forget label right"
+        assert int((frozen(t.forget_x + 0.1 * grad.sign()).argmax(1) != t.forget_y).sum()) == 8
+
+
+def test_boundary_shrink_steps_non_image_data_in_its_own_units(t):
+    """Signals (N, C, L) have no pixel range: the step is bound x sign(gradient) in data units, per
+    channel through mean and std, with no clamp and no rounding."""
+    torch.manual_seed(0)
+    signals = dataclasses.replace(t, mean=torch.tensor([0.5, -1.0]), std=torch.tensor([2.0, 0.5]), pixels=False)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(80, 10)).eval()
+    x, y = torch.randn(20, 2, 40), torch.randint(0, 10, (20,))
+    adv = boundary_shrink.fgsm_inputs(model, signals, x, y, 0.3)
+    raw = signals.to_raw(x).requires_grad_(True)
+    grad, = torch.autograd.grad(torch.nn.functional.cross_entropy(model(signals.from_raw(raw)), y), raw)
+    assert torch.allclose(signals.to_raw(adv) - raw.detach(), 0.3 * grad.sign(), atol=1e-5)
+    assert torch.allclose((adv - x).abs()[:, 0], torch.full((20, 40), 0.15), atol=1e-5)
+    assert torch.allclose((adv - x).abs()[:, 1], torch.full((20, 40), 0.6), atol=1e-5)
+    assert signals.to_raw(adv).min() < -1 and signals.to_raw(adv).max() > 2, "not clamped to [0, 1]"
 
 
 def test_boundary_expanding_is_judged_with_its_shadow_class_by_default(digits_baselines, t):
@@ -122,8 +145,11 @@ def test_sequential_rl_visits_every_forget_row_before_any_retain_row(original, t
 
 def test_mixed_rl_mixes_forget_and_retain_rows_in_batches(original, t):
     flags = record_forget_flags(get_method("rl"), t, original, {"schedule": "mixed"})
-    assert len(flags) == math.ceil((len(t.forget_x) + len(t.retain_x)) / 64)
-    assert sum(1 for b in flags if any(b) and not all(b)) > len(flags) // 2
+    nf, nr = len(t.forget_x), len(t.retain_x)
+    assert len(flags) == math.ceil((nf + nr) / 64)
+    assert sum(map(sum, flags)) == nf and sum(len(b) - sum(b) for b in flags) == nr
+    both = [any(b) and not all(b) for b in flags]
+    assert both == [True] * 20 + [False] and len(flags[-1]) == (nf + nr) % 64, "all but the last (7 rows) hold both"
 
 
 def test_neggrad_plus_epoch_is_a_pass_over_retain_with_forget_batches_cycled(original, t):
@@ -142,6 +168,37 @@ def test_neggrad_plus_epoch_is_a_pass_over_retain_with_forget_batches_cycled(ori
     assert retain_sizes == [64] * (nr // 64) + ([nr % 64] if nr % 64 else [])
     cycle = [64] * (nf // 64) + ([nf % 64] if nf % 64 else [])
     assert forget_sizes == (cycle * steps)[:steps]
+
+
+def test_neggrad_plus_loss_is_alpha_retain_minus_one_minus_alpha_forget_with_separate_forwards(original, t):
+    """With lr 0 the model stays put, so the epoch's summed loss can be recomputed by hand: the same
+    batches (one generator: the retain order, then a forget order per pass), each set through its
+    own training-mode forward (BatchNorm normalises it alone), alpha = 0.9999 by default."""
+    from falw_ray.data.device import index_batches
+    from falw_ray.train import sgd
+    from falw_ray.unlearn import neggrad_plus
+
+    method = get_method("neggrad_plus")
+    state = UnlearnState(model=original.train(), t=t, hp=method.resolve(None, False),
+                         gen=torch.Generator().manual_seed(3), batch_size=64, epochs=1)
+    state.opt = sgd(original.parameters(), 0.0)
+    total = neggrad_plus.run_epoch(state)
+    gen = torch.Generator().manual_seed(3)
+    retain = list(index_batches(len(t.retain_x), 64, gen))
+    forget = []
+    while len(forget) < len(retain):
+        forget += list(index_batches(len(t.forget_x), 64, gen))
+    ce = torch.nn.functional.cross_entropy
+
+    def loss(retain_logits, forget_logits, r, f):
+        return 0.9999 * ce(retain_logits, t.retain_y[r]) - 0.0001 * ce(forget_logits, t.forget_y[f])
+
+    with torch.no_grad():
+        expected = sum(loss(original(t.retain_x[r]), original(t.forget_x[f]), r, f) for r, f in zip(retain, forget))
+        joint = sum(loss(out[:len(r)], out[len(r):], r, f) for r, f in zip(retain, forget)
+                    for out in [original(torch.cat([t.retain_x[r], t.forget_x[f]]))])
+    assert float(total) == pytest.approx(float(expected), rel=1e-5)
+    assert abs(float(joint) - float(expected)) > 1e-4, "one joint forward would give another value"
 
 
 def test_salun_mask_keeps_the_requested_share_of_weights(original, t):
@@ -168,9 +225,17 @@ def test_salun_restore_mode_keeps_masked_out_weights_bit_identical(digits_baseli
 
 def test_scrub_makes_msteps_max_passes_then_min_passes_only(original, t):
     nf, nr = len(t.forget_x), len(t.retain_x)
-    steps = steps_of(lambda: unlearn(original, get_method("scrub"), t, hp={"lr": 1e-3, "msteps": 2}, epochs=3,
-                                     batch_size=64))
-    assert steps == 2 * math.ceil(nf / 64) + 3 * math.ceil(nr / 64)
+    at_epoch_end = []
+    count = [0]
+    handle = register_optimizer_step_post_hook(lambda *_: count.__setitem__(0, count[0] + 1))
+    try:
+        unlearn(original, get_method("scrub"), t, hp={"lr": 1e-3, "msteps": 2}, epochs=4, batch_size=64,
+                on_epoch=lambda epoch, model: at_epoch_end.append(count[0]))
+    finally:
+        handle.remove()
+    per_epoch = [b - a for a, b in zip([0] + at_epoch_end, at_epoch_end)]
+    max_pass, min_pass = math.ceil(nf / 64), math.ceil(nr / 64)
+    assert per_epoch == [max_pass + min_pass] * 2 + [min_pass] * 2, per_epoch
 
 
 @pytest.mark.parametrize("every,expected", [(1, None), (3, None), (0, "epochs")])
@@ -208,16 +273,48 @@ def test_falw_weights_reach_only_forget_rows_and_point_the_right_way(original, t
     mu, sigma = falw_module.class_confidence_stats(original, t.val_x, t.val_y, t.num_classes)
     p = logits.softmax(1).gather(1, y[:, None]).squeeze(1)[:32]
     z = (p - mu[y[:32]]) / sigma[y[:32]]
+    assert (int((z > 0).sum()), int((z < 0).sum())) == (23, 9), "both directions occur in this batch"
     assert torch.equal(w[:32] > 1, z > 0) and torch.equal(w[:32] < 1, z < 0)
 
 
-def test_fp32_is_bit_reproducible_and_bf16_changes_falws_arithmetic(original, t):
-    """Unlearning runs in fp32 by default (as the references); bf16 autocast (emulated here on the
-    CPU) computes FaLW's confidences from bf16 logits, and the weights differ."""
-    fp32 = falw_module.class_confidence_stats(original, t.val_x, t.val_y, t.num_classes)
-    again = falw_module.class_confidence_stats(original, t.val_x, t.val_y, t.num_classes)
-    bf16 = falw_module.class_confidence_stats(original, t.val_x, t.val_y, t.num_classes, precision="bf16")
-    assert all(torch.equal(a, b) for a, b in zip(fp32, again))
-    assert not torch.equal(fp32[0], bf16[0])
+def test_fp32_is_bit_reproducible_and_bf16_changes_falws_arithmetic(digits_baselines, t):
+    """Unlearning and FaLW's statistics run in fp32 by default (as the references): two runs agree bit
+    for bit. bf16 autocast (emulated here on the CPU) computes FaLW's statistics from bf16 logits:
+    the weights of the same forget batch differ, and so does the unlearned model."""
+    data = load_dataset("digits")
+
+    def fresh():
+        return model_from(digits_baselines.scenario, data, digits_baselines.original, torch.device("cpu"))
+
+    with torch.no_grad():
+        logits = fresh().eval()(t.forget_x[:64])
+    weights = {p: FalwWeigher(fresh(), t.val_x, t.val_y, t.forget_counts, t.num_classes, 0.2, precision=p)(
+        logits, t.forget_y[:64]) for p in ("fp32", "bf16")}
+    assert not torch.equal(weights["fp32"], weights["bf16"])
+
+    def run(precision):
+        model = fresh()
+        unlearn(model, get_method("ga"), t, hp={"lr": 1e-3}, falw=True, epochs=1, precision=precision)
+        return model.state_dict()
+
+    a, b, bf16 = run("fp32"), run("fp32"), run("bf16")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], bf16[k]) for k in a if a[k].is_floating_point())
     with pytest.raises(ValueError, match="precision: expected one of \\('fp32', 'bf16'\\), got 'fp16'"):
-        unlearn(original, get_method("ga"), t, hp={"lr": 1e-4}, epochs=1, precision="fp16")
+        unlearn(fresh(), get_method("ga"), t, hp={"lr": 1e-4}, epochs=1, precision="fp16")
+
+
+def test_falw_preset_mixes_on_cifar10_where_salun_runs_sequentially(digits_baselines, t):
+    """The options a run resolved are on its result: the ``falw`` preset keeps mixed batches on a data
+    set whose SalUn default is sequential (digits tensors named cifar10 here), and steps accordingly."""
+    cifar10 = dataclasses.replace(t, dataset="cifar10")
+    nf, nr = len(t.forget_x), len(t.retain_x)
+    runs = {}
+
+    def go(name):
+        runs[name] = run_method(digits_baselines, name, hp={"lr": 1e-3}, epochs=1, device="cpu", tensors=cifar10)
+
+    assert steps_of(lambda: go("falw")) == math.ceil((nf + nr) / 64)
+    assert steps_of(lambda: go("salun")) == math.ceil(nf / 64) + math.ceil(nr / 64)
+    assert runs["falw"].options == {"schedule": "mixed", "mask_mode": "grad"} and runs["falw"].falw
+    assert runs["salun"].options == {"schedule": "sequential", "mask_mode": "grad"} and not runs["salun"].falw

@@ -55,6 +55,6 @@ METHOD = Method(
     params={
         "lr": Param(1e-5, 1e-6, 0.1, **LR),
         "epochs": Param(10, 1, 50, integer=True, searched=False),
-        "bound": Param(0.1, 0.01, 1.0, log=True, help="FGSM step in pixel units ([0, 1]); data units for signals"),
+        "bound": Param(0.1, 0.01, 1.0, log=True, help="FGSM step in pixel units ([0, 1]); data units for non-image data"),
     },
 )
