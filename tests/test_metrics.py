@@ -2,7 +2,9 @@ import numpy as np
 import pytest
 from sklearn.svm import SVC
 
-from falw_ray.metrics import class_groups, gaps, mia_efficacy, per_class_accuracy
+import torch
+
+from falw_ray.metrics import class_groups, gaps, mia_efficacy, per_class_accuracy, predict
 
 
 def direct_mia(member, nonmember, target):
@@ -44,3 +46,17 @@ def test_gaps_and_head_tail_deviation():
     assert (g["fa_gap"], g["ra_gap"], g["ta_gap"], g["mia_gap"]) == (4, 2, 1, 3)
     assert g["avg_gap"] == 2.5
     assert g["fa_dev_head"] == 8 and g["fa_dev_tail"] == -15 and g["fa_gap_tail"] == 15
+
+
+def test_predict_counts_every_output_so_a_shadow_prediction_is_wrong():
+    """A model with a shadow class (C + 1 outputs, Boundary Expanding's widened head): the argmax spans
+    every output and the confidence is the softmax over all of them at the true class."""
+    logits = torch.tensor([[2.0, 0.0, 0.0, 5.0], [3.0, 1.0, 0.0, 1.0], [0.0, 0.0, 1.0, 1.5]])
+    y = torch.tensor([0, 0, 2])
+    pred, conf = predict(torch.nn.Identity(), logits, y, num_classes=3)
+    assert pred.tolist() == [3, 0, 3]
+    assert (pred == y).tolist() == [False, True, False]
+    e = np.exp(logits.numpy().astype(np.float64))
+    expected = e[[0, 1, 2], [0, 0, 2]] / e.sum(1)
+    assert np.allclose(conf.numpy(), expected, rtol=1e-6)
+    assert conf[0].item() == pytest.approx(np.exp(2) / (np.exp(2) + 2 + np.exp(5)), rel=1e-6)
