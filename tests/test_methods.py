@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from falw_ray.experiment import Experiment
-from falw_ray.unlearn import METHODS, get_method, resolve
+from falw_ray.unlearn import METHODS, get_method, preset_options, resolve
 
 # Learning rates that make each method act on digits within its reference epoch budget
 # (the reference defaults are tuned for CIFAR and barely move a model this small).
@@ -42,7 +42,10 @@ def test_registry_covers_the_spec():
 
 def test_paper_configuration_by_name():
     method, falw = resolve("falw")
-    assert method.name == "salun" and method.layout == "mixed" and falw is True
+    assert method.name == "salun" and falw is True
+    assert preset_options("falw") == {"schedule": "mixed"}
+    assert method.resolve_options(preset_options("falw"), "cifar10") == {"schedule": "mixed", "mask_mode": "grad"}
+    assert resolve("salun", True) == (method, True) and resolve("salun") == (method, False)
 
 
 @pytest.mark.parametrize("name", sorted(DIGITS_HP))
