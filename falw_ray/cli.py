@@ -333,11 +333,11 @@ def build_parser() -> argparse.ArgumentParser:
     store_help = f"the store's folder (default: {DEFAULT_STORE}; a study's is <storage>/baselines)"
     bl = bsub.add_parser("list", help="one line per entry: role, key, data set, model, forget set, seed, "
                                       "code version, size, age")
-    bl.add_argument("--store", default=DEFAULT_STORE, help=store_help)
+    bl.add_argument("--store", default=DEFAULT_STORE, metavar="DIR", help=store_help)
     bl.set_defaults(func=cmd_baselines_list)
     bp = bsub.add_parser("prune", help="remove entries matching every filter given, each whole and under its lock "
                                        "(an entry in use is kept)")
-    bp.add_argument("--store", default=DEFAULT_STORE, help=store_help)
+    bp.add_argument("--store", default=DEFAULT_STORE, metavar="DIR", help=store_help)
     bp.add_argument("--stale", action="store_true",
                     help="entries whose code version is not the current one (written before versions: '-')")
     bp.add_argument("--older-than", type=float, default=None, metavar="DAYS", help="entries written more than DAYS ago")
