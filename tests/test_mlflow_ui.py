@@ -1,10 +1,10 @@
 """The MLflow UI, checked for real: ``mlflow server`` over a store a small study filled, the
 experiment's runs opened in headless Chromium, the study's runs and the avg_gap column on the page.
 
-The page is the shared view that falw_ray keeps on every study's experiment (tracking.VIEWS):
-``#/experiments/<id>/runs?workflowType=machine_learning&viewStateShareKey=falw-final``. Its
-screenshot is saved under the test's tmp folder and copied to /tmp/falw_ray_artifacts/ (and to
-$FALW_TEST_ARTIFACTS when set); the path is printed.
+The pages are the shared views that falw_ray keeps on every study's experiment (tracking.VIEWS):
+``#/experiments/<id>/runs?workflowType=machine_learning&viewStateShareKey=falw-cells`` (one row per
+cell), ``falw-final`` and ``falw-search``. The cell view's screenshot is saved under the test's tmp
+folder (and copied to $FALW_TEST_ARTIFACTS when set); the path is printed.
 
 Chromium is Debian's package: when it is missing the test installs it (root with apt-get). Where
 it cannot be installed, the test skips, saying why, except under CI (CI=true, as .ci/run sets):
@@ -29,7 +29,6 @@ from study_store import tiny_study
 
 from falw_ray.study.tracking import Tracker
 
-ARTIFACTS = Path("/tmp/falw_ray_artifacts")
 BROWSER_FLAGS = (
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars", "--no-proxy-server",
@@ -199,18 +198,31 @@ def test_the_study_runs_and_avg_gap_in_the_mlflow_ui(browser, tiny, server, tmp_
     assert shown == pytest.approx(gaps), f"search avg_gap cells, in page order: {shown} vs {gaps}"
     assert not [n for n in final_names if n in dom], "the search view lists search runs only"
 
+    cells = tracker.children(tiny.study_run_id, "cell")
+    assert sorted(r.data.tags["cell"] for r in cells) == ["digits-cnn-lt0.1-g1/ft", "digits-cnn-lt0.1-g1/ga+falw"]
+    cell_names = [r.info.run_name for r in cells]
+    url = tracker.view_url(server, "cell")
+    dom = page(browser, url, tmp_path / "profile", cell_names)
+    (tmp_path / "cells.html").write_text(dom)
+    missing = [n for n in cell_names if n not in dom]
+    assert not missing, f"cell runs not on the page {url} (DOM in {tmp_path / 'cells.html'}): {missing}"
+    shown = [float(v) for v in AVG_GAP_CELL.findall(dom)]
+    gaps = sorted(r.data.metrics["avg_gap"] for r in cells)
+    assert shown == pytest.approx(gaps), f"one row per cell, best mean Avg. Gap first: {shown} vs {gaps}"
+    assert not [n for n in final_names + search_names if n in dom], "the cell view lists cells only"
+    for column in ("avg_gap_std", "lr", "tau", "method", "falw"):
+        assert f"`{column}`" in dom, f"no {column} column in the cell view"
+
     shot = tmp_path / "mlflow_ui.png"
     browse(browser, url, tmp_path / "profile", f"--screenshot={shot}")
     assert shot.exists(), "Chromium wrote no screenshot"
     data = shot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", data[16:24]) == (2560, 1000)
     assert len(data) > 30_000, "a blank page compresses to almost nothing"
-    copies = [ARTIFACTS]
-    if os.environ.get("FALW_TEST_ARTIFACTS"):
-        copies.append(Path(os.environ["FALW_TEST_ARTIFACTS"]))
+    copies = [Path(os.environ["FALW_TEST_ARTIFACTS"])] if os.environ.get("FALW_TEST_ARTIFACTS") else []
     for folder in copies:
         folder.mkdir(parents=True, exist_ok=True)
         shutil.copy2(shot, folder / "mlflow_ui.png")
     with capsys.disabled():
-        print(f"\nMLflow UI screenshot ({url}): {shot} (copied to "
-              + ", ".join(str(f / "mlflow_ui.png") for f in copies) + ")")
+        print(f"\nMLflow UI screenshot of the cell view ({url}): {shot}"
+              + "".join(f" (copied to {f / 'mlflow_ui.png'})" for f in copies))

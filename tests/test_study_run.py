@@ -177,7 +177,7 @@ def test_digits_mlflow_runs(first_run):
     assert all(r.info.status != "RUNNING" for r in runs)
     study_run = client.get_run(result.study_run_id)
     assert study_run.info.status == "FINISHED"
-    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == result.study_run_id]
+    children = [r for r in runs if r.data.tags.get("study_run") == result.study_run_id]
     search = [r for r in children if r.data.tags.get("kind") == "trial" and r.data.tags["stage"] == "search"]
     final = [r for r in children if r.data.tags.get("kind") == "trial" and r.data.tags["stage"] == "final"]
     baselines = [r for r in children if r.data.tags.get("kind") == "baseline"]
@@ -201,6 +201,29 @@ def test_digits_mlflow_runs(first_run):
         else:
             assert steps == schedule[epochs][:len(steps)] and steps, steps
     assert sum(r.data.tags.get("best") == "true" for r in search) == 9
+    # One run per cell under the study run, its trials nested under it, carrying the cell's answer.
+    cell_runs = {r.data.tags["cell"]: r for r in children if r.data.tags.get("kind") == "cell"}
+    assert set(cell_runs) == set(cells)
+    assert all(r.data.tags["mlflow.parentRunId"] == result.study_run_id for r in cell_runs.values())
+    for r in search + final + select:
+        assert r.data.tags["mlflow.parentRunId"] == cell_runs[r.data.tags["cell"]].info.run_id
+        label = cells[r.data.tags["cell"]].label
+        assert r.info.run_name.startswith(f"{label} s{r.data.params['seed']} {r.data.tags['stage']} "), r.info.run_name
+    for cid, r in cell_runs.items():
+        row = result.table[(result.table["method"] == cells[cid].method)
+                           & (result.table["falw"] == ("on" if cells[cid].falw else "off"))].iloc[0]
+        assert r.data.metrics["avg_gap"] == pytest.approx(row["avg_gap_mean"])
+        assert r.data.metrics["avg_gap_std"] == pytest.approx(row["avg_gap_std"])
+        assert r.data.metrics["seeds"] == 2 and r.info.status == "FINISHED"
+        chosen = result.best[result.best["cell"] == cid].iloc[0]
+        assert float(r.data.params["lr"]) == pytest.approx(chosen["lr"])
+        assert r.info.run_name == f"{cells[cid].label} | digits-cnn-lt0.1-g1"
+        if cells[cid].falw:
+            pair = result.paired[result.paired["b"] == cells[cid].label].iloc[0]
+            assert r.data.metrics["falw_diff"] == pytest.approx(pair["mean"])
+            assert r.data.metrics["falw_wins"] == pair["wins"]
+        else:
+            assert "falw_diff" not in r.data.metrics
     artifacts = {a.path for a in client.list_artifacts(result.study_run_id)}
     assert {"table.csv", "table.md", "trials.csv"} <= artifacts
 
@@ -277,3 +300,26 @@ def test_stored_baselines_load_in_the_driver_and_a_corrupt_one_is_rebuilt(first_
     for k in ("fa", "ra", "ta", "fa_per_class"):
         assert warm.retrained_metrics[k] == again[k], "the recorded metrics are the stored model's"
     assert rebuilt.retrained_metrics["ta"] > 90
+
+
+def test_every_epoch_evaluation_and_a_per_epoch_falw_refresh_run_in_a_study(tmp_path):
+    """search.evaluate: every_epoch logs every epoch of every trial (search and final) to MLflow, and
+    falw_refresh_every reaches the trials: RL + FaLW at fixed hyperparameters ends elsewhere when
+    FaLW's statistics are refreshed once per epoch instead of at every step."""
+    def spec(name: str, refresh: int) -> dict:
+        return {"name": name, "scenarios": [{"dataset": "digits"}],
+                "methods": [{"name": "rl", "falw": "on", "epochs": 3, "space": {"lr": 0.01, "tau": 0.2}}],
+                "search": {"trials": 1, "evaluate": "every_epoch", "falw_refresh_every": refresh},
+                "early_stopping": {"enabled": False}, "final": {"seeds": [1]}}
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    every_step = Study(spec("every_step", 1)).run(tracking_uri=uri, storage=tmp_path, progress=False)
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("every_step")
+    runs = [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("kind") == "trial"]
+    assert sorted(r.data.tags["stage"] for r in runs) == ["final", "search"]
+    for r in runs:
+        assert [m.step for m in client.get_metric_history(r.info.run_id, "avg_gap")] == [1, 2, 3]
+    per_epoch = Study(spec("per_epoch", 0)).run(tracking_uri=uri, storage=tmp_path, progress=False)
+    assert every_step.trials.iloc[0]["avg_gap"] == pytest.approx(11.13379608568295)
+    assert per_epoch.trials.iloc[0]["avg_gap"] == pytest.approx(13.312505160191263)

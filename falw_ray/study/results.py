@@ -132,6 +132,30 @@ def format_paired(paired: pd.DataFrame) -> pd.DataFrame:
     })
 
 
+CELL_METRICS = ("avg_gap", "fa", "ra", "ta", "mia", "fa_gap", "ra_gap", "ta_gap", "mia_gap")
+"""What a cell's MLflow run carries of its final seeds, as mean and ``_std``."""
+
+
+def cell_summary(final: pd.DataFrame, paired: pd.DataFrame, cell_id: str, method: str, falw: bool,
+                 scenario: str) -> dict[str, float]:
+    """A cell's final result: mean and std over its finished final runs of every ``CELL_METRICS``,
+    the number of seeds, and, for a FaLW cell, the paired difference to its FaLW-off twin
+    (``falw_diff`` = on minus off, with its interval, wins and p-value)."""
+    runs = final[(final["cell"] == cell_id) & (final["status"] == "finished")] if len(final) else final
+    out: dict[str, float] = {"seeds": float(len(runs))}
+    for k in CELL_METRICS:
+        if len(runs) and k in runs:
+            out[k] = float(runs[k].mean())
+            out[f"{k}_std"] = float(runs[k].std(ddof=0))
+    if falw and method != "falw" and len(paired):
+        row = paired[(paired["scenario"] == scenario) & (paired["a"] == method) & (paired["b"] == f"{method}+falw")]
+        if len(row):
+            r = row.iloc[0]
+            out.update({"falw_diff": r["mean"], "falw_diff_ci_low": r["ci_low"], "falw_diff_ci_high": r["ci_high"],
+                        "falw_wins": float(r["wins"]), "falw_p_value": r["p_value"]})
+    return out
+
+
 EDGE = 0.02
 """A chosen value within this share of its range (log scale for log ranges) sits at the range's edge."""
 

@@ -21,8 +21,8 @@ import pandas as pd
 
 from .cells import Cell, build_cells, scenario_label, stage_config, trial_stage
 from ..metrics import gaps as gaps_to
-from .results import (best_per_cell, choose, edge_warnings, final_table, format_paired, format_table, paired_table,
-                      table_notes, to_markdown)
+from .results import (best_per_cell, cell_summary, choose, edge_warnings, final_table, format_paired, format_table,
+                      paired_table, table_notes, to_markdown)
 from .spec import StudyError, StudySpec, load_study, parse_study
 from .progress import ProgressLine
 from .journal import Journal
@@ -264,6 +264,7 @@ class Study:
             say(w)
         result.paths = _write(result, tracker, reference, cells, original)
         tracker.log_outcome(paired, original, warnings)
+        _log_cells(tracker, logger.cell_runs, cells, best, final, paired)
         return result
 
 
@@ -347,6 +348,21 @@ def _chosen(best: pd.DataFrame, selection: pd.DataFrame, trials: pd.DataFrame, c
         out["selection_seeds"] = len(picked)
         rows.append(out)
     return pd.DataFrame(rows).reset_index(drop=True)
+
+
+def _log_cells(tracker: Tracker, runs: dict, cells: dict, best: pd.DataFrame, final: pd.DataFrame,
+               paired: pd.DataFrame) -> None:
+    """Each cell's run gets the cell's answer (the chosen hyperparameters and its final seeds'
+    summary, see results.cell_summary) and is closed: the MLflow cell view compares these rows."""
+    for cid, cell in cells.items():
+        run = runs.get(cid)
+        if run is None:
+            continue
+        chosen = best[best["cell"] == cid]
+        hp = {k: chosen.iloc[0][k] for k in cell.space} if len(chosen) else {}
+        tracker.log_cell(run, {**hp, **{f"option.{k}": v for k, v in cell.options.items()}},
+                         cell_summary(final, paired, cid, cell.method, cell.falw, scenario_label(cell.scenario)))
+        tracker.end(run, "FINISHED")
 
 
 def _original_frame(events: list[dict], keys: set[str]) -> pd.DataFrame:

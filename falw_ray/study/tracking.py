@@ -44,8 +44,11 @@ PER_CLASS_PREFIX = "fa_class_"
 SEARCH_SPACE = "search_space.json"
 SHARED_VIEW_TAG = "mlflow.sharedViewState."
 EXPERIMENT_KIND = "mlflow.experimentKind"
-VIEWS = {"falw-final": "final", "falw-search": "search"}
-"""Shared runs-table views this module keeps on every study's experiment: key -> stage shown."""
+VIEWS = {"falw-cells": "cell", "falw-final": "final", "falw-search": "search"}
+"""Shared runs-table views this module keeps on every study's experiment, each scoped to the latest
+study run: key -> what it lists (one run per cell, or a stage's trial runs)."""
+STUDY_RUN = "study_run"
+"""Tag naming the study run a baseline, cell or trial run belongs to (trial runs nest under their cell)."""
 
 
 def per_class_metrics(values) -> dict[str, float]:
@@ -66,20 +69,35 @@ def per_class_from_metrics(metrics: dict) -> list[float] | None:
     return [found.get(i, float("nan")) for i in range(max(found) + 1)]
 
 
-def view_state(stage: str) -> dict:
-    """One shared view of the runs table: the stage's trial runs, best Avg. Gap first, with the
-    columns a comparison needs (tags, searched hyperparameters, the four metrics and Avg. Gap)."""
+def view_state(stage: str, study_run: str | None = None) -> dict:
+    """One shared view of the runs table, best Avg. Gap first, with the columns a comparison needs
+    first: ``cell`` lists one run per cell (its final result: mean and std over the final seeds, the
+    paired FaLW difference, the chosen hyperparameters); a stage lists its trial runs. Scoped to
+    ``study_run`` when given (the latest run of the study), so repeated runs do not mix."""
     def col(kind: str, key: str) -> str:
         return f"{kind}.`{key}`"
 
+    scope = f" and tags.{STUDY_RUN} = '{study_run}'" if study_run else ""
+    if stage == "cell":
+        return {
+            "searchFilter": f"tags.kind = 'cell'{scope}",
+            "orderByKey": col("metrics", "avg_gap"),
+            "orderByAsc": True,
+            "selectedColumns": [
+                *(col("metrics", k) for k in ("avg_gap", "avg_gap_std", "falw_diff")),
+                *(col("metrics", k) for k in ("fa", "ra", "ta", "mia")),
+                *(col("params", k) for k in ("lr", "tau")),
+                *(col("tags", k) for k in ("method", "falw", "scenario")),
+            ],
+        }
     return {
-        "searchFilter": f"tags.kind = 'trial' and tags.stage = '{stage}'",
+        "searchFilter": f"tags.kind = 'trial' and tags.stage = '{stage}'{scope}",
         "orderByKey": col("metrics", "avg_gap"),
         "orderByAsc": True,
         "selectedColumns": [
-            col("metrics", "avg_gap"), *(col("tags", k) for k in ("method", "falw", "scenario", "best")),
-            *(col("params", k) for k in ("lr", "tau", "seed")),
+            col("metrics", "avg_gap"), *(col("params", k) for k in ("seed", "lr", "tau")),
             *(col("metrics", k) for k in ("fa", "ra", "ta", "mia")),
+            *(col("tags", k) for k in ("method", "falw", "scenario", "best")),
         ],
     }
 
@@ -148,6 +166,7 @@ class Tracker:
             return None
         self.client.update_run(run_id, status="RUNNING")
         self.study_run = run_id
+        self._set_views()
         return run_id
 
     def trial_runs(self) -> dict[str, str]:
@@ -186,12 +205,7 @@ class Tracker:
     def connect(self) -> None:
         """Reach the store and create the experiment, before any compute starts."""
         with _no_retries():
-            exp = self._experiment()
-        try:
-            self._ensure_views(exp)
-        except Exception as e:  # noqa: BLE001 - a read-only or older server: the runs are logged all the same
-            warnings.warn(f"falw_ray: could not set the experiment's shared MLflow views: {e}", RuntimeWarning,
-                          stacklevel=2)
+            self._experiment()
 
     def _experiment(self):
         """The study's experiment, created if new; any failure is one line naming the store."""
@@ -208,19 +222,27 @@ class Tracker:
             raise TrackingError(f"MLflow tracking at {self.uri} is unreachable: {_first_line(e)}") from None
         return exp
 
+    def _set_views(self) -> None:
+        try:
+            self._ensure_views(self.client.get_experiment(self.experiment_id))
+        except Exception as e:  # noqa: BLE001 - a read-only or older server: the runs are logged all the same
+            warnings.warn(f"falw_ray: could not set the experiment's shared MLflow views: {_first_line(e)}",
+                          RuntimeWarning, stacklevel=2)
+
     def _ensure_views(self, exp) -> None:
-        """Keep the experiment's shared runs-table views (see the module docstring) up to date, and
-        mark it a model-training experiment (MLflow's UI otherwise opens a GenAI overview)."""
+        """Keep the experiment's shared runs-table views (see the module docstring) scoped to the
+        current study run, and mark it a model-training experiment (MLflow's UI otherwise opens a
+        GenAI overview)."""
         have = exp.tags if exp is not None else {}
         if EXPERIMENT_KIND not in have:
             self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND, "custom_model_development")
         for key, stage in VIEWS.items():
-            value = json.dumps(view_state(stage))
+            value = json.dumps(view_state(stage, self.study_run))
             if have.get(SHARED_VIEW_TAG + key) != value:
                 self.client.set_experiment_tag(self.experiment_id, SHARED_VIEW_TAG + key, value)
 
-    def view_url(self, server: str, stage: str = "final") -> str:
-        """The address of a stage's shared view on an MLflow server (e.g. http://127.0.0.1:5000)."""
+    def view_url(self, server: str, stage: str = "cell") -> str:
+        """The address of a shared view (``cell``, or a stage) on an MLflow server (e.g. http://127.0.0.1:5000)."""
         key = next(k for k, v in VIEWS.items() if v == stage)
         return (f"{server.rstrip('/')}/#/experiments/{self.experiment_id}/runs"
                 f"?workflowType=machine_learning&viewStateShareKey={key}")
@@ -229,6 +251,8 @@ class Tracker:
         all_tags = dict(tags or {})
         if parent:
             all_tags[PARENT] = parent
+        if self.study_run and all_tags.get("kind") != "study":
+            all_tags.setdefault(STUDY_RUN, self.study_run)
         run = self.client.create_run(self.experiment_id, run_name=name, tags={k: str(v) for k, v in all_tags.items()})
         if params:
             self.client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
@@ -248,7 +272,26 @@ class Tracker:
 
     def start_study(self, name: str, params: dict) -> str:
         self.study_run = self.start_run(name, params=params, tags={"kind": "study"})
+        self._set_views()
         return self.study_run
+
+    def cell_run(self, cell) -> str:
+        """A run for one cell under the study run; its trials nest under it."""
+        return self.start_run(f"{cell.label} | {scenario_label(cell.scenario)}", parent=self.study_run,
+                              params={k: v for k, v in cell.fixed.items()},
+                              tags={"kind": "cell", "cell": cell.id, "method": cell.method,
+                                    "falw": "on" if cell.falw else "off", "scenario": cell.scenario.name,
+                                    "label": scenario_label(cell.scenario)})
+
+    def cell_runs(self) -> dict[str, str]:
+        """cell id -> its run in the current study run (a resumed study keeps them)."""
+        return {r.data.tags["cell"]: r.info.run_id for r in self.children(self.study_run, "cell")}
+
+    def log_cell(self, run_id: str, hp: dict, metrics: dict) -> None:
+        """A cell's outcome on its run: the chosen hyperparameters and the final seeds' summary."""
+        if hp:
+            self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in hp.items()])
+        self.log_metrics(run_id, {k: v for k, v in metrics.items() if v == v})
 
     def log_baseline(self, scenario, label: str, role: str, metrics: dict, seconds: float, cache: str) -> str:
         run = self.start_run(
@@ -312,12 +355,20 @@ class Tracker:
         return runs[0].info.run_id if runs else None
 
     def children(self, study_run: str, kind: str, extra: str = "") -> list:
-        query = f"tags.`{PARENT}` = '{study_run}' and tags.kind = '{kind}'" + (f" and {extra}" if extra else "")
-        return self.client.search_runs([self.experiment_id], filter_string=query, max_results=50000)
+        """A study run's baseline, cell or trial runs (by their study_run tag; studies tracked before
+        cells existed nested their trials directly under the study run)."""
+        tail = f" and tags.kind = '{kind}'" + (f" and {extra}" if extra else "")
+        runs = self.client.search_runs([self.experiment_id], filter_string=f"tags.{STUDY_RUN} = '{study_run}'{tail}",
+                                       max_results=50000)
+        if runs:
+            return runs
+        return self.client.search_runs([self.experiment_id], filter_string=f"tags.`{PARENT}` = '{study_run}'{tail}",
+                                       max_results=50000)
 
     def unfinished_children(self) -> list[str]:
         runs = self.client.search_runs(
-            [self.experiment_id], filter_string=f"tags.`{PARENT}` = '{self.study_run}' and attributes.status = 'RUNNING'",
+            [self.experiment_id],
+            filter_string=f"tags.{STUDY_RUN} = '{self.study_run}' and attributes.status = 'RUNNING'",
             max_results=10000,
         )
         return [r.info.run_id for r in runs]
@@ -384,6 +435,7 @@ class TrialLogger(Callback):
         self.tracker, self.cells = tracker, cells
         self.journal, self.replayed = journal, set(replayed or ())
         self.runs: dict[str, str] = {}
+        self.cell_runs: dict[str, str] = tracker.cell_runs() if tracker.study_run else {}
         self.per_class: dict[str, list] = {}
         self.last: dict[str, dict] = {}
         self.writer = Writer()
@@ -394,6 +446,12 @@ class TrialLogger(Callback):
     def setup(self, **info):
         if self.tracker.study_run:
             self.writer.submit(self.tracker.log_search_space, self.cells)
+
+    def _cell_run(self, cell) -> str:
+        """The cell's run, made when its first trial starts (on the writer's thread, in order)."""
+        if cell.id not in self.cell_runs:
+            self.cell_runs[cell.id] = self.tracker.cell_run(cell)
+        return self.cell_runs[cell.id]
 
     def on_trial_start(self, iteration, trials, trial, **info):
         if trial.trial_id in self.runs:
@@ -410,8 +468,8 @@ class TrialLogger(Callback):
                 "falw": "on" if cell.falw else "off", "scenario": scenario.name, "label": scenario_label(scenario),
                 "trial_id": trial.trial_id}
 
-        def start(trial_id=trial.trial_id, name=f"{stage}/{cell.id}/{trial.trial_id}"):
-            self.runs[trial_id] = self.tracker.start_run(name, parent=self.tracker.study_run, params=params, tags=tags)
+        def start(trial_id=trial.trial_id, name=f"{cell.label} s{scenario.seed} {stage} {trial.trial_id}"):
+            self.runs[trial_id] = self.tracker.start_run(name, parent=self._cell_run(cell), params=params, tags=tags)
 
         self.writer.submit(start)
 
