@@ -1,7 +1,6 @@
 """The original and retrained models of a scenario, trained from scratch, with their metrics."""
 from __future__ import annotations
 
-import io
 import json
 import time
 from collections.abc import Callable
@@ -171,9 +170,6 @@ def store_baselines(scenario: Scenario, store, device=None, log: Callable[[str],
         trained[role], events[role] = store.get_or_train(
             role, key, lambda r=role: train_role(r, scenario, device, progress), info, log=log)
     b = assemble(scenario, trained["original"], trained["retrained"], device=device)
-    splits = io.BytesIO()
-    np.savez(splits, **b.splits.as_dict())
     metrics = {"original": b.original_metrics, "retrained": b.retrained_metrics}
-    store.attach("retrained", scenario.key(), {"splits.npz": splits.getvalue(),
-                                                METRICS: json.dumps(metrics, indent=1).encode()})
+    store.attach("retrained", scenario.key(), {METRICS: json.dumps(metrics, indent=1).encode()})
     return b, {**events, "metrics": baseline_event(b)}

@@ -15,7 +15,7 @@ from .data.registry import load_dataset
 from .metrics import SUMMARY, evaluate, gaps
 from .scenario import Scenario
 from .train import pick_device
-from .unlearn import DivergedError, preset_options, resolve, unlearn
+from .unlearn import DivergedError, preset_options, resolve, retrain, unlearn
 
 UNLEARN_BATCH_SIZE = {"digits": 64, "mnist1d": 64}
 """Unlearning batch size per data set; others use 512, the reference recipe's."""
@@ -75,10 +75,10 @@ def run_method(
     data = data if data is not None else load_dataset(*scenario.data_args())
     t = tensors if tensors is not None else tensors_for(baselines, device, data)
     model = model_from(scenario, data, baselines.original, device)
+    if m.name == "retrain":
+        m = retrain.for_scenario(scenario)  # the scenario's recipe and model: the retrained baseline itself
     hp_full = m.resolve(hp, falw_on)
     opts = m.resolve_options(preset_options(method, options), t.dataset)
-    if m.name == "retrain":
-        hp_full = {"lr": scenario.recipe.lr, "epochs": scenario.recipe.epochs, **dict(hp or {})}
     total = int(epochs if epochs is not None else hp_full["epochs"])
     wanted = None if eval_epochs is None else {int(e) for e in eval_epochs} | {total}
     history: list[dict] = []

@@ -318,3 +318,16 @@ def test_falw_preset_mixes_on_cifar10_where_salun_runs_sequentially(digits_basel
     assert steps_of(lambda: go("salun")) == math.ceil(nf / 64) + math.ceil(nr / 64)
     assert runs["falw"].options == {"schedule": "mixed", "mask_mode": "grad"} and runs["falw"].falw
     assert runs["salun"].options == {"schedule": "sequential", "mask_mode": "grad"} and not runs["salun"].falw
+
+
+def test_momentum_and_weight_decay_reach_the_optimiser(original, t):
+    seen = []
+    handle = register_optimizer_step_post_hook(
+        lambda opt, *_: seen.append((opt.param_groups[0]["momentum"], opt.param_groups[0]["weight_decay"])))
+    try:
+        unlearn(original, get_method("ga"), t, hp={"lr": 1e-4}, epochs=1)
+        unlearn(original, get_method("ga"), t, hp={"lr": 1e-4, "momentum": 0.0, "weight_decay": 0.0}, epochs=1)
+    finally:
+        handle.remove()
+    steps = math.ceil(len(t.forget_x) / 64)
+    assert seen == [(0.9, 5e-4)] * steps + [(0.0, 0.0)] * steps

@@ -16,7 +16,7 @@ from falw_ray.data.mnist1d import load_mnist1d
 from falw_ray.metrics import predict
 from falw_ray.models import build_model, get_head, set_head
 from falw_ray.recipe import Recipe, default_recipe
-from falw_ray.scenario import Scenario, _digest
+from falw_ray.scenario import BASELINE_CODE_VERSION, Scenario, _digest
 
 SMALL = {"num_samples": 500}
 """Enough signals to check the generator with, generated in ~0.1 s."""
@@ -77,7 +77,7 @@ def test_options_are_part_of_both_keys_and_the_name():
 
 def test_a_data_set_without_options_keeps_its_key():
     s = Scenario(dataset="digits")
-    assert s.key() == _digest(s.model_dump(mode="json", exclude={"data_options"}))
+    assert s.key() == _digest({**s.model_dump(mode="json", exclude={"data_options"}), "code_version": BASELINE_CODE_VERSION})
     assert s.data_args() == ("digits", None, False, ())
 
 

@@ -3,11 +3,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import json
+
 import numpy as np
 import pytest
 import ray
 from mlflow.tracking import MlflowClient
 
+from falw_ray.scenario import BASELINE_CODE_VERSION
 from falw_ray.study.cells import build_cells
 from falw_ray.study.report import report
 from falw_ray.study.runner import Study
@@ -79,8 +82,9 @@ def test_digits_trials_table_and_files(first_run):
     retrained = list((store / "retrained").glob("*/weights.pt"))
     assert len(retrained) == 4 and len(list((store / "original").glob("*/weights.pt"))) == 4, "seeds 0, 10, 1, 2"
     for entry in (p.parent for p in retrained):
-        assert {"meta.json", "splits.npz", "metrics.json"} <= {p.name for p in entry.iterdir()}
-        assert set(np.load(entry / "splits.npz").files) >= {"forget", "retain", "val", "test"}
+        names = {p.name for p in entry.iterdir()}
+        assert {"meta.json", "metrics.json", "weights.pt"} <= names and "splits.npz" not in names, "splits are recomputed"
+        assert json.loads((entry / "meta.json").read_text())["code_version"] == BASELINE_CODE_VERSION
 
 
 def test_selection_reruns_each_cells_top_configurations_and_final_takes_the_lowest_mean(first_run):

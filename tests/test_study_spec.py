@@ -406,3 +406,9 @@ def test_method_options_reach_the_cells(tmp_path):
     spec = load_study(write(tmp_path, with_method("name: salun\noptions: {schedule: sequential, mask_mode: restore}\n")))
     assert {tuple(sorted(c.options.items())) for c in build_cells(spec)} == {
         (("mask_mode", "restore"), ("schedule", "sequential"))}
+
+
+def test_the_optimisers_momentum_and_weight_decay_can_be_set_or_searched(tmp_path):
+    spec = load_study(write(tmp_path, with_method("name: ga\nspace: {momentum: 0.5, weight_decay: {low: 0, high: 0.001}}\n")))
+    cell = next(c for c in build_cells(spec) if not c.falw)
+    assert cell.fixed == {"momentum": 0.5} and (cell.space["weight_decay"].low, cell.space["weight_decay"].high) == (0, 0.001)

@@ -18,9 +18,6 @@ class Splits:
     test: np.ndarray
     mia_members: np.ndarray
 
-    def as_dict(self) -> dict[str, np.ndarray]:
-        return {k: getattr(self, k) for k in ("val", "pool", "forget", "retain", "test", "mia_members")}
-
 
 def validation_split(labels: np.ndarray, num_classes: int, per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Carve ``per_class`` samples of each class out of the training set: the unseen data FaLW compares with."""

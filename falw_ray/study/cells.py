@@ -59,7 +59,9 @@ def build_cells(spec: StudySpec) -> list[Cell]:
             for falw in entry.falw_modes():
                 space, fixed = entry.search_space(falw)
                 method = get_method(entry.name)
-                epochs = entry.epochs or int(fixed.get("epochs", method.params["epochs"].default))
+                # Retrain's budget is its scenario's recipe (the retrained baseline's), not a method default.
+                default = scenario.recipe.epochs if entry.name == "retrain" else method.params["epochs"].default
+                epochs = entry.epochs or int(fixed.get("epochs", default))
                 space.pop("epochs", None)
                 fixed.pop("epochs", None)
                 label = f"{entry.name}{'+falw' if falw and entry.name != 'falw' else ''}"

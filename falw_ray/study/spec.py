@@ -170,7 +170,7 @@ class MethodEntry(_Strict):
         if self.falw == "on" and not method.forget_term:
             raise ValueError(f"falw: method {self.name!r} has no forget term for FaLW to weight; "
                              "expected off (or both, which runs only the off cell)")
-        allowed = set(method.params) | ({"tau"} if method.forget_term else set())
+        allowed = set(method.all_params()) | ({"tau"} if method.forget_term else set())
         for key, value in self.space.items():
             if key not in allowed:
                 raise ValueError(f"space: {self.name!r} has no hyperparameter {key!r}; expected one of {sorted(allowed)}")
@@ -201,7 +201,7 @@ class MethodEntry(_Strict):
             if key == "tau" and not falw:
                 continue
             if isinstance(value, Range):
-                base = method.params.get(key) or space.get(key)
+                base = method.all_params().get(key) or space.get(key)
                 space[key] = Param(min(max(base.default, value.low), value.high), value.low, value.high,
                                    log=value.log, integer=base.integer)
             else:

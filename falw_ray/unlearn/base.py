@@ -43,6 +43,13 @@ class Param:
             raise ValueError(f"default {self.default} outside [{self.low}, {self.high}]")
 
 
+OPTIMIZER = {
+    "momentum": Param(0.9, 0.0, 0.99, searched=False, help="SGD momentum"),
+    "weight_decay": Param(5e-4, 0.0, 1e-2, searched=False, help="SGD weight decay"),
+}
+"""The optimiser's settings every method takes (the reference recipe's), fixed unless a study's
+space searches them; a method that declares its own (Retrain: its recipe's) uses those."""
+
 TAU = Param(0.2, 0.0, 0.5, help="FaLW balancing factor; 0 switches class balancing off")
 """FaLW's own hyperparameter, added to a method's space when FaLW is on (docs/method.md, FaLW)."""
 
@@ -128,8 +135,12 @@ class Method:
             space["tau"] = TAU
         return space
 
+    def all_params(self) -> dict[str, Param]:
+        """The method's hyperparameters and the optimiser's settings it does not declare itself."""
+        return {**OPTIMIZER, **self.params}
+
     def defaults(self, falw: bool = False) -> dict[str, float]:
-        out = {k: p.default for k, p in self.params.items()}
+        out = {k: p.default for k, p in self.all_params().items()}
         if falw:
             out["tau"] = TAU.default
         return out
@@ -271,7 +282,7 @@ def unlearn(
                                   precision)
     if method.prepare is not None:
         method.prepare(state)
-    state.opt = sgd(model.parameters(), hp["lr"], hp.get("momentum", 0.9), hp.get("weight_decay", 5e-4))
+    state.opt = sgd(model.parameters(), hp["lr"], hp["momentum"], hp["weight_decay"])
     model.train()
     for epoch in range(state.epochs):
         state.epoch = epoch
