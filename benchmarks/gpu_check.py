@@ -7,9 +7,9 @@
 Prints:
 1. ResNet-18 (CIFAR stem) epoch time on CIFAR-shaped data made here (--images, default 25,000, and
    the same scaled to CIFAR-10's 45,000-image pool): falw_ray's loop (falw_ray.train.train_epoch:
-   data resident on the GPU, batches by index, crop + flip on the GPU, bf16 autocast, channels_last)
+   data resident on the GPU, batches by index, crop + flip on the GPU, fp32 as falw_ray trains, channels_last)
    vs a DataLoader reference (per-sample Dataset on the CPU, --workers processes, pin_memory, the same
-   model, autocast and batch size). Medians of --repeats epochs after a warm-up epoch each.
+   model, precision and batch size). Medians of --repeats epochs after a warm-up epoch each.
 2. Achieved TFLOP/s of falw_ray's loop (FLOPs of one training step counted by
    torch.utils.flop_counter, x steps per epoch / epoch time) against the GPU's bf16 dense peak
    (a table of known GPUs; --peak-tflops for others).
