@@ -89,3 +89,14 @@ def test_edge_warnings_name_the_value_the_bound_and_the_fix():
         "c/ga: lr = 0.000105 at its lower bound 0.0001: widen the range",
         "c/ga: alpha = 0.99 at its upper bound 1: widen the range",
     ]
+
+
+def test_final_table_keeps_each_scenarios_rows_together_reference_rows_first():
+    final = pd.DataFrame([{"scenario": sc, "method": "ga", "falw": False, "seed": 1, "fa": 1.0, "ra": 1.0, "ta": 1.0,
+                           "mia": 1.0, "avg_gap": 1.0, "seconds": 1.0, "rte": 0.1} for sc in ("g1", "g2")])
+    ref = pd.DataFrame([{"scenario": sc, "seed": 1, "fa": 1.0, "ra": 1.0, "ta": 1.0, "mia": 1.0, "seconds": 9.0}
+                        for sc in ("g1", "g2")])
+    orig = ref.assign(avg_gap=5.0).drop(columns=["seconds"])
+    table = final_table(final, ref, orig)
+    assert list(zip(table["scenario"], table["method"])) == [
+        ("g1", "retrain"), ("g1", "original"), ("g1", "ga"), ("g2", "retrain"), ("g2", "original"), ("g2", "ga")]

@@ -200,7 +200,8 @@ def _deviation_figure(scenario: str, data: pd.DataFrame, path: Path) -> None:
             bottom.bar(s + (g - 1) * width, value, width, color=GROUP_COLORS[name], edgecolor="white",
                        label=GROUP_NAMES[name] if s == 0 else None)
     bottom.axhline(0, color="black", lw=0.9)
-    bottom.set_xticks(range(len(series)), [series_label(m, f) for m, f in series], fontsize=9)
+    bottom.set_xticks(range(len(series)), [series_label(m, f) for m, f in series], fontsize=9, rotation=25,
+                      ha="right", rotation_mode="anchor")
     bottom.set_ylabel("mean over\nthe third (pp)", fontsize=9)
     bottom.set_title("the same gap averaged over head / middle / tail classes", fontsize=9)
     bottom.grid(axis="y", alpha=0.3)

@@ -63,6 +63,8 @@ def final_table(final: pd.DataFrame, reference: pd.DataFrame, original: pd.DataF
     table = grouped.mean().add_suffix("_mean").join(grouped.std(ddof=0).add_suffix("_std"))
     table["seeds"] = grouped.size()
     table = table.reset_index()
+    first = {sc: i for i, sc in enumerate(dict.fromkeys(data["scenario"]))}
+    table = table.sort_values("scenario", key=lambda col: col.map(first), kind="stable").reset_index(drop=True)
     methods = table[~table["method"].isin(REFERENCE_ROWS)]
     low = methods.groupby("scenario")["avg_gap_mean"].transform("min").round(2)
     table["best"] = table.index.isin(methods.index[methods["avg_gap_mean"].round(2) == low])

@@ -252,7 +252,9 @@ class Study:
         keys = {s.key() for s in final_scenarios}
         reference = _reference_frame(shared.events, keys)
         original = _original_frame(shared.events, keys)
-        table = final_table(final[final["status"] == "finished"], reference, original)
+        order = {cid: i for i, cid in enumerate(cells)}  # the study's order of cells, not the order runs ended
+        ranked_final = final.iloc[np.argsort(final["cell"].map(order).to_numpy(), kind="stable")] if len(final) else final
+        table = final_table(ranked_final[ranked_final["status"] == "finished"], reference, original)
         paired = paired_table(final, spec.compare)
         warnings = edge_warnings(best, {cid: c.space for cid, c in cells.items()})
         baselines = pd.DataFrame([{k: (v.name if k == "scenario" else v) for k, v in e.items() if k != "metrics"}
