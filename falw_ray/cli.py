@@ -130,8 +130,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
             if isinstance(head, dict) and "provider" in head:
                 from .study.cluster import validate_cluster_config
 
+                from .study.cluster import PLACEHOLDER, placeholders
+
                 validate_cluster_config(path)
                 print(f"{path}: valid Ray cluster config")
+                for field in placeholders(path):
+                    print(f"{path}: warning: {field} still holds a {PLACEHOLDER} placeholder: put your own value "
+                          "there before `ray up`", file=sys.stderr)
             else:
                 from .study.runner import Study
 

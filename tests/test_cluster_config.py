@@ -83,3 +83,32 @@ def test_non_mapping_is_rejected(tmp_path):
     path = tmp_path / "cluster.yaml"
     path.write_text("- just\n- a list\n")
     assert _one_line_error(path) == f"{path}: expected a mapping, got list"
+
+
+def test_placeholders_are_named_by_field_and_warned_about_by_validate(tmp_path):
+    from falw_ray.study.cluster import placeholders
+
+    assert placeholders(CLUSTER_YAML) == ["available_node_types.head.node_config.ImageId",
+                                          "available_node_types.gpu_worker.node_config.ImageId",
+                                          "initialization_commands[2]"]
+
+    def fill(config):
+        for node in config["available_node_types"].values():
+            node["node_config"]["ImageId"] = "ami-0123456789abcdef0"
+        config["initialization_commands"] = [c.replace("fs-REPLACE_ME", "fs-0123abcd")
+                                             for c in config["initialization_commands"]]
+
+    filled = _variant(tmp_path, fill)
+    assert placeholders(filled) == []
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-m", "falw_ray.cli", "validate", str(CLUSTER_YAML)], capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout == f"{CLUSTER_YAML}: valid Ray cluster config\n"
+    warnings = run.stderr.splitlines()
+    assert len(warnings) == 3 and all(w.startswith(f"{CLUSTER_YAML}: warning: ") for w in warnings)
+    assert "available_node_types.head.node_config.ImageId still holds a REPLACE_ME placeholder" in warnings[0]
+    quiet = subprocess.run([sys.executable, "-m", "falw_ray.cli", "validate", str(filled)], capture_output=True,
+                           text=True, timeout=120)
+    assert quiet.returncode == 0 and quiet.stderr == ""

@@ -50,3 +50,27 @@ def validate_cluster_config(path) -> dict:
         msg = " ".join(str(e).split()) or type(e).__name__
         raise ValueError(f"{path}: {msg}") from None
     return config
+
+
+PLACEHOLDER = "REPLACE_ME"
+
+
+def placeholders(path) -> list[str]:
+    """The fields of the cluster.yaml at ``path`` that still hold a ``REPLACE_ME`` placeholder,
+    as dotted paths (``available_node_types.ray.head.default.node_config.ImageId``)."""
+    with open(path) as f:
+        raw = yaml.safe_load(f)
+    found: list[str] = []
+
+    def walk(value, where: str) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, f"{where}.{k}" if where else str(k))
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                walk(v, f"{where}[{i}]")
+        elif isinstance(value, str) and PLACEHOLDER in value:
+            found.append(where)
+
+    walk(raw, "")
+    return found
