@@ -54,7 +54,7 @@ def _fail(err: Exception) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .study.runner import Study
+    from .study.runner import Study, StudyInterrupted
     from .study.spec import StudyError
     from .study.tracking import TrackingError
 
@@ -62,7 +62,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         study = Study.from_yaml(args.study)
         result = study.run(address=args.address, tracking_uri=args.tracking_uri, storage=args.storage,
                            progress=not args.quiet, resume=args.command == "resume", verbose=args.verbose)
-    except (StudyError, TrackingError, ValueError) as e:
+    except StudyInterrupted as e:
+        print(f"falw-ray: {e}", file=sys.stderr)
+        return 130
+    except (StudyError, TrackingError, ValueError, OSError) as e:
         return _fail(e)
     print(result.show())
     experiment = study.spec.tracking.experiment or study.spec.name

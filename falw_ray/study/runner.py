@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 import sys
 import time
 from contextlib import contextmanager
@@ -19,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .cells import Cell, build_cells, scenario_label, stage_config, trial_stage
+from .cells import STAGES, Cell, build_cells, scenario_label, stage_config, trial_stage
 from ..metrics import gaps as gaps_to
 from .results import (best_per_cell, cell_summary, choose, edge_warnings, final_table, format_paired, format_table,
                       paired_table, table_notes, to_markdown)
@@ -41,6 +43,14 @@ QUIET_ENV = {
     # loop time (a file sync per result) on every report.
     "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
 }
+
+
+class StudyInterrupted(RuntimeError):
+    """The study was stopped (Ctrl-C, SIGTERM) before every stage ended: not a result."""
+
+    def __init__(self, stage: str, resume: str):
+        self.stage, self.resume = stage, resume
+        super().__init__(f"interrupted during the {stage} stage; finished trials are kept. Continue with: {resume}")
 
 
 MAX_FAILURES = 5
@@ -80,6 +90,7 @@ class Study:
     def __init__(self, spec: StudySpec | dict, source: str = "<study>"):
         self.spec = spec if isinstance(spec, StudySpec) else parse_study(spec, source)
         self.source = source
+        self.stage = "start"
         try:
             self.cells: list[Cell] = build_cells(self.spec)
         except ValueError as e:
@@ -110,6 +121,10 @@ class Study:
         started = time.time()
         root = Path(storage or spec.storage).expanduser().resolve()
         results_dir = root / spec.name
+        self._resume = " ".join(["falw-ray resume", self.source, *(["--storage", str(root)] if storage else []),
+                                 *(["--tracking-uri", tracking_uri] if tracking_uri else []),
+                                 *(["--address", address] if address else [])])
+        _check_writable(root, "--storage" if storage else f"{self.source}: storage")
         for k, v in QUIET_ENV.items():
             os.environ.setdefault(k, v)
         # Tracking is checked before Ray starts (an unreachable store costs a second, not a cluster
@@ -139,16 +154,29 @@ class Study:
             + (f"top {spec.selection.top_k} re-run on seeds {spec.selection.seeds}, " if spec.selection.seeds else "")
             + f"final seeds {spec.final_seeds()}; MLflow {tracker.uri} (run {study_run})")
         status = "FAILED"
+        previous = _terminate_as_interrupt()
         try:
             result = self._run(tracker, root, results_dir, say, resume)
             status = "FINISHED"
             result.seconds = time.time() - started
             say(f"done in {result.seconds:.0f}s; results in {results_dir}")
             return result
+        except KeyboardInterrupt:
+            status = "KILLED"
+            open_stages = getattr(getattr(self, "_logger", None), "open", {}).values()
+            self.stage = min(open_stages, key=STAGES.index, default=self.stage)
+            raise StudyInterrupted(self.stage, self._resume) from None
+        except StudyInterrupted:
+            status = "KILLED"
+            raise
         finally:
+            if status == "KILLED":
+                tracker.tag(study_run, {"interrupted_stage": self.stage})
             for run in tracker.unfinished_children():
-                tracker.end(run, "FAILED")
+                tracker.end(run, "KILLED" if status == "KILLED" else "FAILED")
             tracker.end(study_run, status)
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
 
     def _run(self, tracker: Tracker, root: Path, results_dir: Path, say, resume: bool) -> StudyResult:
         from ray import tune
@@ -201,7 +229,7 @@ class Study:
         path = root / "ray" / spec.name
         restoring = resume and tune.Tuner.can_restore(path)
         done = journal.load() if restoring else {}
-        logger = TrialLogger(tracker, cells, journal, replayed=done)
+        logger = self._logger = TrialLogger(tracker, cells, journal, replayed=done)
         run_config = tune.RunConfig(
             name=spec.name, storage_path=str(root / "ray"), verbose=0,
             callbacks=[logger, ProgressLine("search", n_search, say, cells),
@@ -214,7 +242,9 @@ class Study:
         # search is over, and no trial holds a CPU waiting for a baseline task that needs one.
         final_scenarios = [c.at_seed(seed) for c in self.cells for seed in final_seeds]
         select_scenarios = [c.at_seed(seed) for c in self.cells for seed in select_seeds]
+        self.stage = "baselines"
         baselines_for(spec.scenario_list() + select_scenarios + final_scenarios)
+        self.stage = "search"
         if restoring:
             # A trial the journal holds as finished keeps its MLflow run and is replayed from its
             # recorded result; any other trial Tune runs again gets a fresh run in place of its old one.
@@ -243,6 +273,11 @@ class Study:
         grid = tuner.fit()
         logger.flush()
         trials = _trials_frame(grid, cells, logger.runs, "search")
+        if logger.open or len(trials) < n_search:
+            # Tune ends fit() early, without an error, when it is interrupted: trials still open (or
+            # a search short of its budget) mean the study did not end.
+            self.stage = min(logger.open.values(), key=STAGES.index, default="search")
+            raise StudyInterrupted(self.stage, self._resume)
         selection = _trials_frame(grid, cells, logger.runs, "select")
         final = _trials_frame(grid, cells, logger.runs, "final")
         best = _chosen(best_per_cell(trials, cells), selection, trials, cells)
@@ -401,15 +436,13 @@ def _write(result: StudyResult, tracker: Tracker, reference: pd.DataFrame | None
     }
     if len(result.selection):
         paths["selection"] = d / "selection.csv"
-        result.selection.to_csv(paths["selection"], index=False)
-    result.paired.to_csv(paths["paired"], index=False)
-    result.trials.to_csv(paths["trials"], index=False)
-    result.best.to_csv(paths["best"], index=False)
-    result.final.to_csv(paths["final"], index=False)
-    result.table.to_csv(paths["table"], index=False)
-    result.baselines.to_csv(paths["baselines"], index=False)
-    paths["table_md"].write_text(to_markdown(format_table(result.table, markdown=True))
-                                 + table_notes(result.paired, result.warnings))
+        write_atomic(paths["selection"], result.selection.to_csv(index=False))
+    write_atomic(paths["paired"], result.paired.to_csv(index=False))
+    for name, frame in (("trials", result.trials), ("best", result.best), ("final", result.final),
+                        ("table", result.table), ("baselines", result.baselines)):
+        write_atomic(paths[name], frame.to_csv(index=False))
+    write_atomic(paths["table_md"], to_markdown(format_table(result.table, markdown=True))
+                 + table_notes(result.paired, result.warnings))
     for p in paths.values():
         tracker.client.log_artifact(result.study_run_id, str(p))
     from .plots import write_all
@@ -418,6 +451,44 @@ def _write(result: StudyResult, tracker: Tracker, reference: pd.DataFrame | None
     if write_all(result.final, reference, result.trials, cells, paths["plots"], original):
         tracker.client.log_artifacts(result.study_run_id, str(paths["plots"]), artifact_path="plots")
     return paths
+
+
+def _terminate_as_interrupt():
+    """SIGTERM (a job stopped, a container shut down) ends the study as Ctrl-C does: its state
+    saved, its MLflow runs closed as KILLED, the resume command printed. Returns the old handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, interrupt)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """``text`` into ``path`` through a synced temporary file and a rename: a crash or a full disk
+    leaves the old file or the new one, never a truncated one. Errors name the file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise OSError(f"{path}: could not write ({e.strerror or e}); the previous version, if any, is kept") from None
+
+
+def _check_writable(root: Path, field: str) -> None:
+    """Storage must take files before anything starts: one line naming it, not a traceback later."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / f".falw-ray-write-check-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise StudyError(f"{field}: {root} is not writable ({e.strerror or e})") from None
 
 
 def _check_resources(spec: StudySpec, source: str, address: str | None, cluster: dict) -> None:

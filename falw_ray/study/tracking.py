@@ -435,6 +435,7 @@ class TrialLogger(Callback):
         self.tracker, self.cells = tracker, cells
         self.journal, self.replayed = journal, set(replayed or ())
         self.runs: dict[str, str] = {}
+        self.open: dict[str, str] = {}  # trials started and not yet ended -> their stage
         self.cell_runs: dict[str, str] = tracker.cell_runs() if tracker.study_run else {}
         self.per_class: dict[str, list] = {}
         self.last: dict[str, dict] = {}
@@ -454,6 +455,7 @@ class TrialLogger(Callback):
         return self.cell_runs[cell.id]
 
     def on_trial_start(self, iteration, trials, trial, **info):
+        self.open[trial.trial_id] = trial_stage(trial.config)
         if trial.trial_id in self.runs:
             return
         self.runs[trial.trial_id] = None  # filled in by the writer, which runs the writes in order
@@ -494,6 +496,7 @@ class TrialLogger(Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         trial_id = trial.trial_id
+        self.open.pop(trial_id, None)
         if trial_id not in self.runs:
             return
         tags, per_class, done = {}, {}, 0
@@ -517,6 +520,7 @@ class TrialLogger(Callback):
         self.writer.submit(close)
 
     def on_trial_error(self, iteration, trials, trial, **info):
+        self.open.pop(trial.trial_id, None)
         if trial.trial_id in self.runs:
             self.writer.submit(lambda trial_id=trial.trial_id: self.tracker.end(self.runs[trial_id], "FAILED"))
 
