@@ -304,3 +304,17 @@ def test_broken_study_exits_cleanly_and_writes_nothing(tmp_path, case, capsys, m
         monkeypatch.chdir(tmp_path)
         code = main(["run", study.name])
         check_error(case, capsys.readouterr().err, code, tmp_path, study)
+
+
+def test_storage_that_cannot_be_written_stops_the_study_in_one_line_before_anything(tmp_path):
+    """Storage under a regular file (as on a read-only or wrong mount): one line naming the folder, no
+    Ray start, no MLflow store written."""
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("x")
+    run = subprocess.run([sys.executable, "-m", "falw_ray.cli", "run", str(ROOT / "tests" / "data" / "tiny_study.yaml"),
+                          "--storage", str(blocker / "store"), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert run.returncode == 2
+    assert run.stderr.splitlines() == [f"falw-ray: --storage: {blocker / 'store'} is not writable "
+                                       f"({blocker} is not a writable folder)"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["not_a_folder"]

@@ -481,14 +481,14 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def _check_writable(root: Path, field: str) -> None:
-    """Storage must take files before anything starts: one line naming it, not a traceback later."""
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        probe = root / f".falw-ray-write-check-{os.getpid()}"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as e:
-        raise StudyError(f"{field}: {root} is not writable ({e.strerror or e})") from None
+    """Storage must take files before anything starts: one line naming it, not a traceback later.
+    Checked without writing (a study refused later must leave nothing behind): the folder, or the
+    nearest one above it that exists, must be a writable directory (a read-only mount is not)."""
+    probe = root
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise StudyError(f"{field}: {root} is not writable ({probe} is not a writable folder)")
 
 
 def _check_resources(spec: StudySpec, source: str, address: str | None, cluster: dict) -> None:
