@@ -123,3 +123,9 @@ def test_compiled_run_reaches_the_same_result(exp):
     compiled = exp.run("ft", hp={"lr": 0.1}, epochs=1, compile=True)
     assert compiled.metrics["ra"] == pytest.approx(eager.metrics["ra"], abs=1.0)
     assert compiled.gaps["avg_gap"] == pytest.approx(eager.gaps["avg_gap"], abs=2.0)
+
+
+def test_a_preset_refuses_a_contradicting_falw_switch():
+    assert resolve("falw", True)[1] is True and resolve("falw")[1] is True
+    with pytest.raises(ValueError, match="method 'falw' fixes FaLW on; leave falw out or name the base method 'salun'"):
+        resolve("falw", False)

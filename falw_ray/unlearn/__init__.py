@@ -42,6 +42,9 @@ def resolve(name: str, falw: bool | None = None) -> tuple[Method, bool]:
     """A method and whether FaLW is on: presets fix it, other names default to off."""
     method = get_method(name)
     if name in PRESETS:
+        if falw is not None and bool(falw) != PRESETS[name][1]:
+            raise ValueError(f"method {name!r} fixes FaLW {'on' if PRESETS[name][1] else 'off'}; leave falw out "
+                             f"or name the base method {PRESETS[name][0]!r}")
         return method, PRESETS[name][1]
     return method, bool(falw)
 
