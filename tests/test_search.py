@@ -65,3 +65,72 @@ def test_searcher_reevaluates_the_top_k_on_selection_seeds_and_sends_the_lowest_
     assert [(c["final"]["seed"], c["final"]["lr"]) for c in final] == [(7, lr["s2"]), (8, lr["s2"]), (9, lr["s2"])]
     assert searcher.chosen[cell.id]["rank"] == 1
     assert searcher.suggest("end") == "FINISHED"
+
+
+class PublicOnly:
+    """A stand-in for one cell's ASHA with nothing but the public scheduler interface: it stops the
+    trials it is told to and records every call, so any reach into ASHA's internals fails here."""
+
+    __slots__ = ("stop", "calls")
+
+    def __init__(self, stop: set[str]):
+        self.stop, self.calls = stop, []
+
+    def on_trial_add(self, controller, trial):
+        self.calls.append(("add", trial.trial_id))
+
+    def on_trial_result(self, controller, trial, result):
+        self.calls.append(("result", trial.trial_id))
+        return TrialScheduler.STOP if trial.trial_id in self.stop else TrialScheduler.CONTINUE
+
+    def on_trial_complete(self, controller, trial, result):
+        self.calls.append(("complete", trial.trial_id))
+
+    def on_trial_remove(self, controller, trial):
+        self.calls.append(("remove", trial.trial_id))
+
+
+def test_the_scheduler_keeps_its_own_records_of_trials_and_stops():
+    """Stop count and debug_string come from the decisions the cells' schedulers returned, and a trial
+    is completed or removed only in the cell scheduler that was given it, once."""
+    cells = build_cells(load_study(ROOT / "studies" / "digits.yaml"))
+    ga, ft = (next(c for c in cells if c.id.endswith(f"/{m}")) for m in ("ga", "ft"))
+    sched = CellScheduler(cells, grace_period=2, reduction_factor=2)
+    a, b, c, d = (Trial("fake", config={"cell": cid}, stub=True) for cid in (ga.id, ga.id, ft.id, ft.id))
+    fake = {ga.id: PublicOnly({a.trial_id}), ft.id: PublicOnly({c.trial_id})}
+    sched.ashas = {cid: fake.get(cid, PublicOnly(set())) for cid in sched.ashas}
+    stranger = Trial("fake", config={"cell": "no/such+cell"}, stub=True)
+    for t in (a, b, c, stranger):                      # d is never added
+        sched.on_trial_add(None, t)
+    decisions = [sched.on_trial_result(None, t, {"epoch": 2, "avg_gap": 1.0}) for t in (a, b, c, c, stranger)]
+    assert decisions == ["STOP", "CONTINUE", "STOP", "STOP", "CONTINUE"]
+    assert sched.stopped[ga.id] == 1 and sched.stopped[ft.id] == 2 and sum(sched.stopped.values()) == 3
+    assert sched.debug_string() == f"ASHA per cell ({len(cells)} cells): 3 trial(s) stopped early"
+    assert sched.seen[ga.id] == {a.trial_id, b.trial_id} and sched.seen[ft.id] == {c.trial_id}
+    sched.on_trial_complete(None, a, {"epoch": 2, "avg_gap": 1.0})
+    sched.on_trial_complete(None, a, {"epoch": 2, "avg_gap": 1.0})   # twice: forwarded once
+    sched.on_trial_error(None, b)
+    sched.on_trial_remove(None, b)                                   # already removed: not forwarded
+    sched.on_trial_complete(None, d, {"epoch": 2, "avg_gap": 1.0})   # never added: not forwarded
+    sched.on_trial_remove(None, stranger)
+    assert fake[ga.id].calls == [("add", a.trial_id), ("add", b.trial_id), ("result", a.trial_id),
+                                 ("result", b.trial_id), ("complete", a.trial_id), ("remove", b.trial_id)]
+    assert fake[ft.id].calls == [("add", c.trial_id), ("result", c.trial_id), ("result", c.trial_id)]
+    assert sched.seen[ga.id] == set() and sched.seen[ft.id] == {c.trial_id}
+
+
+def test_the_scheduler_counts_what_ashas_own_decisions_say():
+    """With Ray's real ASHA: the count of STOP decisions it returned is the count of trials stopped."""
+    cells = build_cells(load_study(ROOT / "studies" / "digits.yaml"))
+    ga = next(c for c in cells if c.id.endswith("/ga"))
+    sched = CellScheduler(cells, grace_period=2, reduction_factor=2)
+    trials = [Trial("fake", config={"cell": ga.id}, stub=True) for _ in range(4)]
+    for t in trials:
+        sched.on_trial_add(None, t)
+    said = [sched.on_trial_result(None, t, {"epoch": 2, "avg_gap": g, "training_iteration": 1})
+            for t, g in zip(trials, (5.0, 9.0, 4.0, 8.0))]
+    assert said.count(TrialScheduler.STOP) == sched.stopped[ga.id] >= 1, said
+    assert f"{said.count(TrialScheduler.STOP)} trial(s) stopped early" in sched.debug_string()
+    for t in trials:
+        sched.on_trial_complete(None, t, {"epoch": 2, "avg_gap": 1.0})
+    assert sched.seen[ga.id] == set()

@@ -157,7 +157,12 @@ def rung_epochs(grace_period: int, reduction_factor: float, max_t: int) -> list[
 
 class CellScheduler(FIFOScheduler):
     """ASHA per cell: a trial is stopped early only against the trials of its own cell. Its clock is
-    the epoch a trial reports (not the count of reports), as trials report only at rungs."""
+    the epoch a trial reports (not the count of reports), as trials report only at rungs.
+
+    Only ASHA's public scheduler interface is used: which trials each cell's ASHA holds (``seen``,
+    added in on_trial_add, dropped once it completes or is removed) and how many it stopped
+    (``stopped``, the STOP decisions its on_trial_result returned) are this scheduler's own records,
+    so a new Ray that renames ASHA's internals changes nothing here."""
 
     def __init__(self, cells: list[Cell], grace_period: int, reduction_factor: float):
         super().__init__()
@@ -166,32 +171,48 @@ class CellScheduler(FIFOScheduler):
                                 grace_period=min(grace_period, c.epochs), reduction_factor=reduction_factor)
             for c in cells
         }
+        self.seen: dict[str, set[str]] = {c.id: set() for c in cells}  # trials each cell's ASHA holds
+        self.stopped: dict[str, int] = {c.id: 0 for c in cells}      # STOP decisions of each cell's ASHA
 
     def set_search_properties(self, metric, mode, **spec) -> bool:
         return True
 
-    def _asha(self, trial):
-        return self.ashas.get(trial.config.get("cell"))
+    def _cell(self, trial) -> str | None:
+        cell = trial.config.get("cell")
+        return cell if cell in self.ashas else None
 
     def on_trial_add(self, tune_controller, trial):
-        if (a := self._asha(trial)) is not None:
-            a.on_trial_add(tune_controller, trial)
+        if (cell := self._cell(trial)) is not None:
+            self.ashas[cell].on_trial_add(tune_controller, trial)
+            self.seen[cell].add(trial.trial_id)
 
     def on_trial_result(self, tune_controller, trial, result):
-        a = self._asha(trial)
-        return a.on_trial_result(tune_controller, trial, result) if a is not None else TrialScheduler.CONTINUE
+        if (cell := self._cell(trial)) is None:
+            return TrialScheduler.CONTINUE
+        decision = self.ashas[cell].on_trial_result(tune_controller, trial, result)
+        if decision == TrialScheduler.STOP:
+            self.stopped[cell] += 1
+        return decision
+
+    def _release(self, trial) -> str | None:
+        """The trial's cell when its ASHA holds the trial (which it then no longer does), else None:
+        a trial is completed or removed in ASHA at most once, and never one it was not given."""
+        cell = self._cell(trial)
+        if cell is None or trial.trial_id not in self.seen[cell]:
+            return None
+        self.seen[cell].discard(trial.trial_id)
+        return cell
 
     def on_trial_complete(self, tune_controller, trial, result):
-        if (a := self._asha(trial)) is not None and trial.trial_id in a._trial_info:
-            a.on_trial_complete(tune_controller, trial, result)
+        if (cell := self._release(trial)) is not None:
+            self.ashas[cell].on_trial_complete(tune_controller, trial, result)
 
     def on_trial_remove(self, tune_controller, trial):
-        if (a := self._asha(trial)) is not None and trial.trial_id in a._trial_info:
-            a.on_trial_remove(tune_controller, trial)
+        if (cell := self._release(trial)) is not None:
+            self.ashas[cell].on_trial_remove(tune_controller, trial)
 
     def on_trial_error(self, tune_controller, trial):
         self.on_trial_remove(tune_controller, trial)
 
     def debug_string(self) -> str:
-        stopped = sum(a._num_stopped for a in self.ashas.values())
-        return f"ASHA per cell ({len(self.ashas)} cells): {stopped} trial(s) stopped early"
+        return f"ASHA per cell ({len(self.ashas)} cells): {sum(self.stopped.values())} trial(s) stopped early"
