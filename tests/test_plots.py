@@ -35,8 +35,8 @@ def png_size(path: Path) -> tuple[int, int]:
     return struct.unpack(">II", data[16:24])
 
 
-FIXED_SIZE = {  # figures saved at their own size (100 dpi): deviation 12 x 7.2 in, lr (x tau) 7 x 4.8 in
-    "deviation_": (1200, 720), "_lr_tau.png": (700, 480), "_lr.png": (700, 480),
+FIXED_SIZE = {  # saved at their own size (100 dpi): deviation 12 x 7.2 in, lr (x tau) 7 x 4.8 in, history 7 x 4.5 in
+    "deviation_": (1200, 720), "_lr_tau.png": (700, 480), "_lr.png": (700, 480), "_history.png": (700, 450),
 }
 
 
@@ -45,7 +45,7 @@ def assert_sensible_png(path: Path) -> None:
     fixed = [size for key, size in FIXED_SIZE.items() if key in Path(path).name]
     if fixed:
         assert (width, height) == fixed[0], (path, width, height)
-    else:  # Optuna's plots, cropped to what they draw (bbox_inches="tight") from 7 x 4.5 in
+    else:  # Optuna's importances, cropped to what they draw (bbox_inches="tight") from 7 x 4.5 in
         assert 400 <= width <= 700 and 300 <= height <= 450, (path, width, height)
     assert 5_000 < path.stat().st_size < 400_000, (path, path.stat().st_size)
 
@@ -216,13 +216,107 @@ def test_the_rebuilt_optuna_study_mirrors_the_search():
     assert set(space) == {"lr", "tau"} and space["lr"][2] is True and space["tau"][2] is False
     study = plots.cell_study(ga, space)
     assert len(study.trials) == 8
-    assert [t.state.name for t in study.trials] == ["FAIL" if s == "diverged" else "COMPLETE" for s in ga["status"]], \
-        "the diverged trial carries no value"
+    state = {"finished": "COMPLETE", "stopped early": "PRUNED", "diverged": "FAIL"}
+    assert [t.state.name for t in study.trials] == [state[s] for s in ga["status"]], \
+        "the rule's view: only finished trials carry a value; a diverged one's 100 is no measurement"
     for t, row in zip(study.trials, ga.itertuples()):
         assert t.params == pytest.approx({"lr": row.lr, "tau": row.tau})
-        assert t.value == (None if row.status == "diverged" else pytest.approx(row.avg_gap))
-    finite = ga[ga["status"] != "diverged"]
-    assert study.best_value == pytest.approx(finite["avg_gap"].min())
+        assert t.value == (pytest.approx(row.avg_gap) if row.status == "finished" else None)
+        if row.status == "stopped early":
+            assert list(t.intermediate_values.values()) == [pytest.approx(row.avg_gap)]
+    finished = ga[ga["status"] == "finished"]
+    assert study.best_value == pytest.approx(finished["avg_gap"].min())
+
+
+# The history's best line, the stars and the rule that chooses a cell's configuration (results.best_of).
+
+RULE_TRIALS = [  # (status, Avg. Gap) in the order the search created them
+    ("stopped early", 0.5), ("diverged", 100.0), ("finished", 3.0), ("stopped early", 0.2), ("finished", 2.0),
+    ("finished", 2.5), ("error", np.nan), ("finished", 1.0), ("stopped early", 0.1), ("finished", 1.5),
+]
+
+
+def rule_trials() -> pd.DataFrame:
+    rng = np.random.default_rng(3)
+    return pd.DataFrame([{"cell": "s/ga+falw", "method": "ga", "falw": True, "trial_id": f"t{i}", "status": status,
+                          "epochs_done": 5 if status == "finished" else 2, "lr": 10 ** rng.uniform(-3, -2),
+                          "tau": rng.uniform(0, 0.5), "avg_gap": gap}
+                         for i, (status, gap) in enumerate(RULE_TRIALS)])
+
+
+def lines_by_label(fig) -> dict:
+    return {line.get_label(): line for line in fig.axes[0].get_lines()}
+
+
+def star(fig):
+    stars = [c for c in fig.axes[0].collections if c.get_label().startswith("chosen")]
+    assert len(stars) == 1, [c.get_label() for c in fig.axes[0].collections]
+    return stars[0].get_offsets()[0].tolist(), stars[0].get_label()
+
+
+def test_the_best_line_is_the_running_minimum_over_finished_trials_only():
+    """Stopped-early trials (0.5, 0.2, 0.1: lower than any finished) and the diverged one never lower the
+    line once a trial finished; before that, the rule's fallback is drawn apart (dashed)."""
+    trials = rule_trials()
+    finished = trials["status"] == "finished"
+    running = trials["avg_gap"].where(finished).cummin().ffill()       # NaN until the first finished trial
+    first = int(np.argmax(finished.to_numpy()))
+    best = plots.best_so_far(trials)
+    assert best["finished"].tolist() == [i >= first for i in range(len(trials))]
+    assert best["value"].iloc[first:].tolist() == running.iloc[first:].tolist() == [3, 3, 2, 2, 2, 1, 1, 1]
+    assert best["value"].iloc[:first].tolist() == [0.5, 0.5], "none finished yet: the rule's fallback"
+    fig = plots.history_figure(trials, "s/ga+falw", plots.chosen_position(trials, plots.infer_space(trials)))
+    lines = lines_by_label(fig)
+    assert plots.BEST_LABEL == "best so far (finished trials)"
+    solid, dashed = lines[plots.BEST_LABEL], lines[plots.BEST_EARLY_LABEL]
+    assert solid.get_xdata().tolist() == list(range(first, len(trials)))
+    assert solid.get_ydata().tolist() == running.iloc[first:].tolist()
+    assert dashed.get_xdata().tolist() == [0, 1] and dashed.get_ydata().tolist() == [0.5, 0.5]
+    assert dashed.get_linestyle() == "--"
+    (x, y), label = star(fig)
+    assert (x, y) == (7, 1.0) and label == "chosen: Avg. Gap 1.00", "no selection stage: the rule's pick"
+    assert plots.chosen_position(trials, {}) == plots.best_of(list(zip(trials["status"], trials["avg_gap"]))) == 7
+
+
+def test_the_star_marks_the_configuration_chosen_on_the_selection_seeds():
+    """best.csv's chosen row (here the search's third-best), the final re-runs' configuration (cell
+    and hyperparameters, no search trial id) and MLflow's best tag all put the star on it, in both
+    plots; the legend says the selection seeds chose it."""
+    trials = rule_trials()
+    space = plots.infer_space(trials)
+    picked = trials.iloc[5]                                            # finished, Avg. Gap 2.5
+    best_csv = pd.DataFrame([{**picked.to_dict(), "search_rank": 3, "selection_avg_gap": 1.2}])
+    final = pd.DataFrame([{"cell": "s/ga+falw", "seed": s, "trial_id": f"final{s}", "status": "finished",
+                           "lr": picked["lr"], "tau": picked["tau"], "avg_gap": 1.3} for s in (1, 2, 3)])
+    tagged = trials.assign(best=[i == 5 for i in range(len(trials))])
+    assert plots.chosen_position(trials, space, best_csv) == 5
+    assert plots.chosen_position(trials, space, final) == 5
+    assert plots.chosen_position(tagged, space) == 5
+    assert plots.chosen_position(trials, space, final.assign(cell="s/other")) == 7, "another cell's: the rule"
+    (x, y), label = star(plots.landscape_figure(trials, space, "s/ga+falw", 5))
+    assert (x, y) == pytest.approx([picked["lr"], picked["tau"]])
+    assert label == "chosen: Avg. Gap 2.50 (by the selection seeds)"
+    (x, y), label = star(plots.history_figure(trials, "s/ga+falw", 5))
+    assert (x, y) == (5, 2.5) and label.endswith("(by the selection seeds)")
+    assert "best" not in plots.infer_space(tagged), "the best tag is no hyperparameter"
+
+
+def test_write_all_stars_what_it_is_told_was_chosen_else_what_the_final_runs_ran(tmp_path, monkeypatch):
+    trials = rule_trials()
+    final, reference = synthetic_final()
+    drawn = []
+    original = plots.landscape_figure
+
+    def landscape(t, space, cell_id, pick=None):
+        drawn.append(pick)
+        return original(t, space, cell_id, pick)
+
+    monkeypatch.setattr(plots, "landscape_figure", landscape)
+    ran = final.assign(cell="s/ga+falw", lr=trials["lr"].iloc[4], tau=trials["tau"].iloc[4])
+    plots.write_all(ran, reference, trials, None, tmp_path)
+    plots.write_all(ran, reference, trials, None, tmp_path, chosen=trials.iloc[[5]])
+    plots.write_all(final, reference, trials, None, tmp_path)          # the final frame has no cell: the rule
+    assert drawn == [4, 5, 7]
 
 
 def test_too_few_trials_draw_no_importances(tmp_path):

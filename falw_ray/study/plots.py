@@ -4,14 +4,21 @@
   the mean over seeds of FA_c - FA_c(Retrain) for each method, FaLW on solid and off dashed; below,
   the same deviation averaged over the head, middle and tail thirds (docs/method.md, Metrics).
   Above zero a class is under-forgotten, below zero over-forgotten.
-- ``search/<scenario>/<cell>_history.png``: Optuna's optimisation history of the cell (Avg. Gap);
-  ``<cell>_importances.png``: Optuna's parameter importances (cells that search two or more
-  hyperparameters and finished enough trials); ``<cell>_lr_tau.png``: every trial over lr x tau
-  coloured by Avg. Gap (``<cell>_lr.png``, Avg. Gap over lr, for cells without tau).
+- ``search/<scenario>/<cell>_history.png`` (every cell with a trial that finished, stopped early or
+  diverged): each trial's last Avg. Gap in the order the trials started, the best so far by the
+  rule that chooses a cell's configuration (results.best_of: finished trials only; stopped-early
+  and diverged ones only while none has finished, drawn dashed), and the chosen configuration starred;
+  ``<cell>_lr_tau.png`` (cells that search lr and tau): every trial over lr x tau coloured by its
+  Avg. Gap, the chosen configuration starred; ``<cell>_lr.png`` (cells that search lr without tau):
+  Avg. Gap over lr, the same way; ``<cell>_importances.png``: Optuna's parameter importances, only
+  for cells that search two or more hyperparameters and have four or more finished trials.
+  "Chosen" is the configuration that went to the final seeds: with a selection stage it may be
+  another than the search's best (the legend then says so).
 
 Pure functions of the study's frames: no Ray and no MLflow here. The runner draws them from its
-results, ``falw-ray report`` from the MLflow store; both give the same files. Each cell's Optuna
-study is rebuilt from its trials (``create_trial``), so the plots need no live search.
+results, ``falw-ray report`` from the MLflow store; both give the same files when both know the
+chosen configuration (see :func:`write_all`). For the importances each cell's Optuna study is
+rebuilt from its trials (``create_trial``, :func:`cell_study`), so the plots need no live search.
 Figures are drawn with matplotlib's Agg renderer (100 dpi).
 """
 from __future__ import annotations
@@ -26,16 +33,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .results import best_of
+from .results import best_of, ranked
 
 DPI = 100
-OK_STATUSES = ("finished", "stopped early")
+FINISHED, EARLY, DIVERGED = "finished", "stopped early", "diverged"
+OK_STATUSES = (FINISHED, EARLY)
+BEST_LABEL = "best so far (finished trials)"
+BEST_EARLY_LABEL = "best so far (none finished yet: stopped early or diverged)"
+COLOR_TRIAL, COLOR_BEST = "#4c72b0", "#c44e52"
 GROUP_COLORS = {"head": "#4c72b0", "mid": "#9a9a9a", "tail": "#dd8452"}
 GROUP_NAMES = {"head": "head", "mid": "middle", "tail": "tail"}
 HP_SKIP = {"cell", "scenario", "method", "falw", "seed", "trial_id", "status", "epochs_done", "fa", "ra", "ta", "mia",
            "fa_gap", "ra_gap", "ta_gap", "mia_gap", "avg_gap", "fa_gap_head", "fa_gap_mid", "fa_gap_tail", "elapsed",
            "rte", "trial_seconds", "fa_per_class", "started_at", "ended_at", "gpus", "gpu_share", "mlflow_run_id",
-           "seconds", "order", "epochs", "gamma", "dataset", "model", "forget"}
+           "seconds", "order", "epochs", "gamma", "dataset", "model", "forget", "best", "rank", "error",
+           "search_rank", "selection_avg_gap", "selection_avg_gap_std", "selection_seeds"}
 
 
 def _pyplot():
@@ -276,9 +288,100 @@ def _ordered(trials: pd.DataFrame) -> pd.DataFrame:
     return trials.reset_index(drop=True)
 
 
+def _outcomes(trials: pd.DataFrame) -> list[tuple[str, float]]:
+    """(status, Avg. Gap) per trial, as results.ranked and results.best_of take them."""
+    gap = pd.to_numeric(trials["avg_gap"], errors="coerce").astype(float)
+    return list(zip(trials["status"].astype(str), gap))
+
+
+def best_so_far(trials: pd.DataFrame) -> pd.DataFrame:
+    """After each of a cell's trials (in the order the search created them), the trial the study's
+    rule would choose from the trials so far (results.best_of: the lowest Avg. Gap among finished
+    trials; stopped-early and diverged ones only while none has finished). Columns: ``value`` (its
+    Avg. Gap, NaN while none has a result), ``pick`` (its position, -1 while none) and ``finished`` (whether the
+    pick ran every epoch: from the first finished trial on, ``value`` is the running minimum over
+    the finished trials alone)."""
+    outcomes = _outcomes(trials)
+    rows = []
+    for i in range(len(outcomes)):
+        pick = best_of(outcomes[:i + 1])
+        rows.append({"value": outcomes[pick][1] if pick is not None else math.nan,
+                     "pick": pick if pick is not None else -1,
+                     "finished": pick is not None and outcomes[pick][0] == FINISHED})
+    return pd.DataFrame(rows, columns=["value", "pick", "finished"])
+
+
+def _is_true(v) -> bool:
+    return str(v).strip().lower() in ("true", "1", "1.0")
+
+
+def _position_of(trials: pd.DataFrame, space: dict, row: Mapping) -> int | None:
+    """Where in ``trials`` (one cell, reset index) the configuration of ``row`` is: the search trial
+    with the same ``trial_id``, else one with the same searched hyperparameters (the rule's best of
+    those, else the lowest Avg. Gap, as the runner's choice of the row it tags ``best``)."""
+    tid = row.get("trial_id")
+    if "trial_id" in trials and tid is not None and not _is_nan(tid):
+        hits = np.flatnonzero(trials["trial_id"].astype(str).to_numpy() == str(tid))
+        if len(hits):
+            return int(hits[0])
+    names = [n for n in space if n in trials and pd.notna(pd.to_numeric(row.get(n), errors="coerce"))]
+    if not names:
+        return None
+    same = np.logical_and.reduce([
+        np.isclose(pd.to_numeric(trials[n], errors="coerce").to_numpy(dtype=float),
+                   float(pd.to_numeric(row.get(n), errors="coerce")), rtol=1e-9, atol=0.0)
+        for n in names])
+    matches = set(np.flatnonzero(same).tolist())
+    if not matches:
+        return None
+    by_rule = [i for i in ranked(_outcomes(trials)) if i in matches]
+    if by_rule:
+        return by_rule[0]
+    gap = pd.to_numeric(trials["avg_gap"], errors="coerce")
+    return min(matches, key=lambda i: (math.inf if pd.isna(gap.iloc[i]) else float(gap.iloc[i]), i))
+
+
+def chosen_position(trials: pd.DataFrame, space: dict, chosen: pd.DataFrame | None = None) -> int | None:
+    """Where in ``trials`` (one cell, in creation order, reset index) the configuration the study
+    chose for this cell is:
+
+    - from ``chosen``, a frame with the cell's row(s) (``cell`` and its hyperparameters, e.g. best.csv,
+      or the cell's final re-runs, which ran the chosen configuration): with a selection stage this
+      may be another configuration than the search's best;
+    - else from a ``best`` column of the trials (MLflow's ``best`` tag on the chosen search trial);
+    - else by the rule alone (results.best_of), which is the choice when no selection stage ran."""
+    cell = trials["cell"].iloc[0] if "cell" in trials and len(trials) else None
+    if chosen is not None and len(chosen) and "cell" in chosen and cell is not None:
+        for _, row in chosen[chosen["cell"] == cell].iterrows():
+            pos = _position_of(trials, space, row)
+            if pos is not None:
+                return pos
+    if "best" in trials:
+        marked = np.flatnonzero([_is_true(v) for v in trials["best"]])
+        if len(marked):
+            return int(marked[0])
+    return best_of(_outcomes(trials))
+
+
+def chosen_label(trials: pd.DataFrame, pos: int) -> str:
+    """The star's legend entry: "chosen", its search Avg. Gap, and whether the selection seeds chose it
+    over the search's best (the rule's pick, the end of the best-so-far line)."""
+    gap = pd.to_numeric(trials["avg_gap"], errors="coerce").iloc[pos]
+    value = f": Avg. Gap {gap:.2f}" if pd.notna(gap) and trials["status"].iloc[pos] != DIVERGED else ""
+    other = pos != best_of(_outcomes(trials))
+    return f"chosen{value}" + (" (by the selection seeds)" if other else "")
+
+
 def cell_study(trials: pd.DataFrame, space: dict):
-    """The cell's search as an Optuna study: one trial per Tune trial, in the order they started,
-    the last Avg. Gap as its value; diverged and failed trials as FAIL (no value)."""
+    """The cell's search as an Optuna study, one trial per Tune trial in the order they started, under
+    the rule that chooses a cell's configuration (results.ranked): a finished trial is COMPLETE with
+    its last Avg. Gap; a stopped-early one is PRUNED, its last Avg. Gap the intermediate value at the
+    epoch it stopped (a gap after fewer epochs is not comparable with a finished one's, so it stays
+    out of Optuna's best value and of the importances, as the rule keeps it out of the choice);
+    diverged, failed and unfinished trials are FAIL, with no value: a diverged trial's Avg. Gap (100)
+    is the worst finite objective it is given so the sampler avoids its region, not a measurement,
+    and would otherwise count in the importances. The history plot draws stopped-early and diverged
+    trials from the trials themselves (see :func:`history_figure`)."""
     import optuna
     from optuna.distributions import FloatDistribution, IntDistribution
     from optuna.trial import TrialState, create_trial
@@ -295,21 +398,28 @@ def cell_study(trials: pd.DataFrame, space: dict):
                 params[n] = round(float(v)) if isinstance(d, IntDistribution) else float(v)
         used = {n: dists[n] for n in params}
         value = pd.to_numeric(row.get("avg_gap"), errors="coerce")
-        if row.get("status") in OK_STATUSES and pd.notna(value) and math.isfinite(value):
-            study.add_trial(create_trial(params=params, distributions=used, value=float(value),
-                                         user_attrs={"status": row.get("status")}))
+        measured = pd.notna(value) and math.isfinite(value)
+        status = row.get("status")
+        attrs = {"status": status}
+        if status == FINISHED and measured:
+            study.add_trial(create_trial(params=params, distributions=used, value=float(value), user_attrs=attrs))
+        elif status == EARLY and measured:
+            step = pd.to_numeric(row.get("epochs_done"), errors="coerce")
+            study.add_trial(create_trial(params=params, distributions=used, state=TrialState.PRUNED, user_attrs=attrs,
+                                         intermediate_values={int(step) if pd.notna(step) else 0: float(value)}))
         else:
-            study.add_trial(create_trial(params=params, distributions=used, state=TrialState.FAIL,
-                                         user_attrs={"status": row.get("status")}))
+            study.add_trial(create_trial(params=params, distributions=used, state=TrialState.FAIL, user_attrs=attrs))
     return study
 
 
-def search_plots(trials_df: pd.DataFrame, cells: Mapping | None, out_dir: str | Path) -> list[Path]:
+def search_plots(trials_df: pd.DataFrame, cells: Mapping | None, out_dir: str | Path,
+                 chosen: pd.DataFrame | None = None) -> list[Path]:
     """Per cell: optimisation history, parameter importances when possible, and Avg. Gap over
     lr x tau (or over lr), under ``out_dir/search/<scenario>/`` (see the module docstring).
 
     ``cells``: cell id -> Cell (or -> {name: Param-like}); a cell not in it has its space
-    inferred from the trials (:func:`infer_space`)."""
+    inferred from the trials (:func:`infer_space`). ``chosen``: the configuration chosen per cell
+    (see :func:`chosen_position`), starred in the history and lr (x tau) plots."""
     out_dir = Path(out_dir)
     cells = cells or {}
     paths: list[Path] = []
@@ -317,21 +427,26 @@ def search_plots(trials_df: pd.DataFrame, cells: Mapping | None, out_dir: str | 
         scenario, _, label = str(cell_id).rpartition("/")
         folder = out_dir / "search" / slug(scenario or "study")
         stem = slug(label or cell_id)
+        trials = _ordered(trials)
         space = _space_of(cells.get(cell_id), trials)
-        study = cell_study(trials, space)
-        done = [t for t in study.trials if t.value is not None]
-        failed = len(study.trials) - len(done)
-        note = f" ({failed} diverged/failed not shown)" if failed else ""
-        if done:
-            paths.append(_history(study, f"{cell_id}: optimisation history{note}", folder / f"{stem}_history.png"))
-            imp = _importances(study, space, f"{cell_id}: hyperparameter importances for Avg. Gap",
-                               folder / f"{stem}_importances.png")
+        pick = chosen_position(trials, space, chosen)
+        if _drawn(trials).any():
+            fig = history_figure(trials, str(cell_id), pick)
+            paths.append(_save(fig, folder / f"{stem}_history.png"))
+            imp = _importances(cell_study(trials, space), space, f"{cell_id}: hyperparameter importances for Avg. Gap "
+                               "(finished trials)", folder / f"{stem}_importances.png")
             if imp is not None:
                 paths.append(imp)
         if "lr" in space:
             name = "lr_tau" if "tau" in space else "lr"
-            paths.append(_landscape(trials, space, cell_id, folder / f"{stem}_{name}.png"))
+            paths.append(_save(landscape_figure(trials, space, str(cell_id), pick), folder / f"{stem}_{name}.png"))
     return paths
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI)
+    return path
 
 
 def _titled(ax, title: str) -> None:
@@ -351,22 +466,70 @@ def _save_pyplot(ax, path: Path) -> Path:
     return path
 
 
-def _history(study, title: str, path: Path) -> Path:
-    from optuna.visualization.matplotlib import plot_optimization_history
+def _drawn(trials: pd.DataFrame) -> np.ndarray:
+    """Which trials the history plot draws: finished, stopped early and diverged ones with a value."""
+    gap = pd.to_numeric(trials["avg_gap"], errors="coerce").to_numpy(dtype=float)
+    return np.isfinite(gap) & trials["status"].astype(str).isin((FINISHED, EARLY, DIVERGED)).to_numpy()
 
-    plt = _pyplot()
-    with plt.rc_context(), warnings.catch_warnings():  # Optuna sets a global style: keep it in here
-        warnings.simplefilter("ignore")
-        ax = plot_optimization_history(study, target_name="Avg. Gap")
-        _titled(ax, title)
-        ax.set_xlabel("trial (in the order they started)")
-        ax.set_ylabel("Avg. Gap (lower is better)")
-        return _save_pyplot(ax, path)
+
+def history_figure(trials: pd.DataFrame, cell_id: str, chosen: int | None = None):
+    """The cell's optimisation history (trials in creation order, reset index): each trial's last
+    Avg. Gap (finished filled, stopped early hollow, diverged a red x along the top), the best so far
+    by the rule that chooses the configuration (:func:`best_so_far`: solid over finished trials,
+    dashed while none had finished), and the chosen configuration starred."""
+    from matplotlib.ticker import MaxNLocator
+
+    fig = _figure(7, 4.5, layout="constrained")
+    ax = fig.subplots()
+    status = trials["status"].astype(str).to_numpy()
+    gap = pd.to_numeric(trials["avg_gap"], errors="coerce").to_numpy(dtype=float)
+    x = np.arange(len(trials))
+    drawn = _drawn(trials)
+    full, early, diverged = drawn & (status == FINISHED), drawn & (status == EARLY), drawn & (status == DIVERGED)
+    measured = gap[full | early]
+    ax.scatter(x[full], gap[full], s=36, color=COLOR_TRIAL, edgecolors="black", linewidths=0.4, label="finished",
+               zorder=3)
+    if early.any():
+        ax.scatter(x[early], gap[early], s=36, facecolors="none", edgecolors=COLOR_TRIAL, linewidths=1.4,
+                   label="stopped early (Avg. Gap at its last rung)", zorder=3)
+    best = best_so_far(trials)
+    values, finished = best["value"].to_numpy(dtype=float), best["finished"].to_numpy(dtype=bool)
+    if finished.any():
+        ax.plot(x[finished], values[finished], drawstyle="steps-post", color=COLOR_BEST, lw=1.8, label=BEST_LABEL,
+                zorder=2)
+    before = ~finished & np.isfinite(values)
+    if before.any():
+        ax.plot(x[before], values[before], drawstyle="steps-post", color=COLOR_BEST, lw=1.2, ls="--",
+                label=BEST_EARLY_LABEL, zorder=2)
+    top = None
+    if len(measured):  # the scale of measured gaps; a diverged trial's 100 would flatten them
+        lo, hi = float(measured.min()), float(measured.max())
+        pad = 0.08 * (hi - lo) or 0.1 * (abs(hi) or 1.0)
+        top = hi + 2 * pad
+        ax.set_ylim(lo - pad, top + pad)
+    if diverged.any():
+        ax.scatter(x[diverged], np.full(int(diverged.sum()), top) if top is not None else gap[diverged], marker="x",
+                   color="red", s=40, label="diverged" + (" (off the scale)" if top is not None else ""), zorder=3)
+    if chosen is not None and drawn[chosen]:
+        y = top if status[chosen] == DIVERGED and top is not None else gap[chosen]
+        ax.scatter([x[chosen]], [y], marker="*", s=320, facecolors="none", edgecolors="black", linewidths=1.2,
+                   label=chosen_label(trials, chosen), zorder=4)
+    hidden = len(trials) - int(drawn.sum())
+    note = f" ({hidden} failed or unfinished, not shown)" if hidden else ""
+    ax.set_title(f"{cell_id}: optimisation history{note}", fontsize=10)
+    ax.set_xlim(-0.5, max(len(trials) - 0.5, 0.5))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("trial (in the order they started)")
+    ax.set_ylabel("Avg. Gap (lower is better)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    return fig
 
 
 def _importances(study, space: dict, title: str, path: Path) -> Path | None:
-    """Optuna's fANOVA importances: only for two or more searched hyperparameters and at least
-    four completed trials with different values (fewer say nothing)."""
+    """Optuna's fANOVA importances over the finished trials (the COMPLETE ones of
+    :func:`cell_study`): only for two or more searched hyperparameters and at least four finished
+    trials with different values (fewer say nothing)."""
     from optuna.visualization.matplotlib import plot_param_importances
 
     done = [t for t in study.trials if t.value is not None]
@@ -383,10 +546,10 @@ def _importances(study, space: dict, title: str, path: Path) -> Path | None:
         return _save_pyplot(ax, path)
 
 
-def _landscape(trials: pd.DataFrame, space: dict, cell_id: str, path: Path) -> Path:
-    """Every trial at its (lr, tau), coloured by its last Avg. Gap; the one the study chose starred
-    (results.best_of: the best that ran every epoch).
-    Without tau: Avg. Gap over lr. Hollow markers: stopped early; red x: diverged or failed."""
+def landscape_figure(trials: pd.DataFrame, space: dict, cell_id: str, chosen: int | None = None):
+    """Every trial at its (lr, tau), coloured by its last Avg. Gap; the configuration the study chose
+    starred (:func:`chosen_position`). Without tau: Avg. Gap over lr. Hollow markers: stopped
+    early; red x: diverged or failed. ``trials``: one cell, reset index."""
     from matplotlib.colors import Normalize
 
     fig = _figure(7, 4.8, layout="constrained")
@@ -396,12 +559,12 @@ def _landscape(trials: pd.DataFrame, space: dict, cell_id: str, path: Path) -> P
     ok = status.isin(OK_STATUSES) & gap.notna()
     lr = pd.to_numeric(trials["lr"], errors="coerce")
     has_tau = "tau" in space
-    y = pd.to_numeric(trials["tau"], errors="coerce") if has_tau else gap
+    y = pd.to_numeric(trials["tau"], errors="coerce") if has_tau else gap.copy()
     if ok.any():
         norm = Normalize(vmin=float(gap[ok].min()), vmax=float(gap[ok].max()) if gap[ok].nunique() > 1
                          else float(gap[ok].min()) + 1e-9)
-        full = ok & (status == "finished")
-        early = ok & (status == "stopped early")
+        full = ok & (status == FINISHED)
+        early = ok & (status == EARLY)
         sc = ax.scatter(lr[full], y[full], c=gap[full], cmap="RdYlGn_r", norm=norm, s=60, edgecolors="black",
                         linewidths=0.5, label="finished", zorder=3)
         if early.any():
@@ -409,16 +572,14 @@ def _landscape(trials: pd.DataFrame, space: dict, cell_id: str, path: Path) -> P
                        s=60, linewidths=1.6, label="stopped early", zorder=3)
         if has_tau:
             fig.colorbar(sc, ax=ax, label="Avg. Gap (lower is better)")
-        best = trials.index[best_of(list(zip(status, gap)))]  # the study's own choice
-        ax.scatter([lr[best]], [y[best]], marker="*", s=320, facecolors="none", edgecolors="black", linewidths=1.2,
-                   label=f"chosen: Avg. Gap {gap[best]:.2f}", zorder=4)
     bad = ~ok & lr.notna()
+    if not has_tau:  # no tau axis: a trial without a measured gap sits at the top of the measured ones
+        y[~ok] = float(gap[ok].max()) if ok.any() else 1.0
     if bad.any():
-        by = y[bad] if has_tau else pd.Series(np.nan, index=y[bad].index)
-        if not has_tau:
-            top = float(gap[ok].max()) if ok.any() else 1.0
-            by = by.fillna(top)
-        ax.scatter(lr[bad], by, marker="x", color="red", s=50, label="diverged / failed", zorder=3)
+        ax.scatter(lr[bad], y[bad], marker="x", color="red", s=50, label="diverged / failed", zorder=3)
+    if chosen is not None and pd.notna(lr.iloc[chosen]) and pd.notna(y.iloc[chosen]):
+        ax.scatter([lr.iloc[chosen]], [y.iloc[chosen]], marker="*", s=320, facecolors="none", edgecolors="black",
+                   linewidths=1.2, label=chosen_label(trials, chosen), zorder=4)
     lo, hi, log, _ = space["lr"]
     if log:
         ax.set_xscale("log")
@@ -434,20 +595,22 @@ def _landscape(trials: pd.DataFrame, space: dict, cell_id: str, path: Path) -> P
         ax.set_title(f"{cell_id}: Avg. Gap over lr ({int(ok.sum())} trials)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI)
-    return path
+    return fig
 
 
 # ---------------------------------------------------------------------------------------- all
 
 
 def write_all(final_df: pd.DataFrame, reference, trials_df: pd.DataFrame, cells: Mapping | None,
-              out_dir: str | Path, original: pd.DataFrame | None = None) -> list[Path]:
+              out_dir: str | Path, original: pd.DataFrame | None = None,
+              chosen: pd.DataFrame | None = None) -> list[Path]:
     """Every plot of a study into ``out_dir``: the deviation plots from the finished final re-runs
     and Retrain's per-class FA (``reference``: see :func:`reference_map`), and the search plots
-    of every cell. A plot that cannot be drawn is reported as a warning, never an exception: a
-    study's results must not be lost to a figure."""
+    of every cell, starring the configuration chosen per cell: ``chosen`` (best.csv's rows) when
+    given, else the one the final re-runs ran (``final_df`` rows with ``cell`` and hyperparameters),
+    else the trials' ``best`` column, else the rule (see :func:`chosen_position`). A plot that
+    cannot be drawn is reported as a warning, never an exception: a study's results must not be
+    lost to a figure."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
@@ -455,7 +618,8 @@ def write_all(final_df: pd.DataFrame, reference, trials_df: pd.DataFrame, cells:
     if original is not None and len(original):
         final_ok = pd.concat([original.assign(method=ORIGINAL, falw=False), final_ok], ignore_index=True)
     for what, draw in (("deviation", lambda: deviation_plot(final_ok, reference, out_dir)),
-                       ("search", lambda: search_plots(trials_df, cells, out_dir))):
+                       ("search", lambda: search_plots(trials_df, cells, out_dir,
+                                                      chosen if chosen is not None else final_df))):
         try:
             paths.extend(draw())
         except Exception as e:  # noqa: BLE001 - a figure must not cost a study its results
