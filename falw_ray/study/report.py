@@ -77,6 +77,7 @@ def search_frame(tracker: Tracker, study_run: str) -> pd.DataFrame:
         rows.append({"cell": t.get("cell"), "scenario": t.get("label"), "method": p.get("method"),
                      "falw": p.get("falw") == "True", "status": status, "order": run.info.start_time,
                      "trial_id": t.get("trial_id"), "avg_gap": m.get("avg_gap"), "mlflow_run_id": run.info.run_id,
+                     "best": t.get("best") == "true",
                      **hp})
     frame = pd.DataFrame(rows)
     return frame.sort_values("order", kind="stable").reset_index(drop=True) if len(frame) else frame

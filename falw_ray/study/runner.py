@@ -448,7 +448,7 @@ def _write(result: StudyResult, tracker: Tracker, reference: pd.DataFrame | None
     from .plots import write_all
 
     paths["plots"] = d / "plots"
-    if write_all(result.final, reference, result.trials, cells, paths["plots"], original):
+    if write_all(result.final, reference, result.trials, cells, paths["plots"], original, chosen=result.best):
         tracker.client.log_artifacts(result.study_run_id, str(paths["plots"]), artifact_path="plots")
     return paths
 
