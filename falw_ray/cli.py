@@ -82,16 +82,17 @@ def mlflow_hint(uri: str, experiment: str) -> str:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from .study.spec import StudyError, load_study
-    from .study.submit import follow_hint, submit_study
+    from .study.spec import StudyError
+    from .study.submit import cluster_locations, follow_hint, submit_study
 
     try:
-        load_study(args.study)
-        extra = [a for flag, v in (("--tracking-uri", args.tracking_uri), ("--storage", args.storage)) if v for a in (flag, v)]
-        job_id = submit_study(args.study, args.address, extra_args=extra, working_dir=args.working_dir)
+        where = cluster_locations(args.study, args.storage, args.tracking_uri)  # refuses relative locations
+        job_id = submit_study(args.study, args.address, working_dir=args.working_dir, storage=args.storage,
+                              tracking_uri=args.tracking_uri)
     except (StudyError, ValueError, FileNotFoundError, ConnectionError, PermissionError) as e:
         return _fail(e)
     print(f"submitted job {job_id}")
+    print("\n".join(where.lines()))
     print(follow_hint(args.address, job_id))
     return 0
 
@@ -315,8 +316,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("study")
     s.add_argument("--address", required=True, help="the cluster's dashboard, e.g. http://HEAD:8265")
     s.add_argument("--working-dir", default=None, help="folder uploaded with the job (default: here)")
-    s.add_argument("--tracking-uri", default=None)
-    s.add_argument("--storage", default=None)
+    s.add_argument("--tracking-uri", default=None,
+                   help="MLflow on the cluster: a server URI (cluster.yaml's: http://127.0.0.1:5000) or an absolute "
+                        "sqlite:////PATH (default: the study's tracking.uri, which must be one of those)")
+    s.add_argument("--storage", default=None,
+                   help="absolute path on the cluster for baselines and results, e.g. /mnt/falw/results "
+                        "(default: the study's storage, which must then be absolute)")
     s.set_defaults(func=cmd_submit)
 
     rp = sub.add_parser("report", help="rebuild a study's final table from MLflow alone")

@@ -1,44 +1,110 @@
 """Submit a study to a running Ray cluster as a Ray job.
 
-A job (not `ray.init(address=...)` from the laptop) keeps the Tune driver on the
-cluster: it survives the client going away, and its logs stay with the cluster.
+A job (not `ray.init(address=...)` from the laptop) keeps the Tune driver on the cluster: it
+survives the client going away, and its logs stay with the cluster. The job runs
+`falw-ray run STUDY --address auto`: its driver joins the running cluster (whose autoscaler may
+still add the GPU nodes a trial asks for) instead of being taken for a local Ray that cannot grow.
 
-Token auth in Ray 2.60: `ray start` turns token mode on whenever a token exists
-(RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token), but the Python
-JobSubmissionClient only attaches it when *this* process has RAY_AUTH_MODE=token
-(ray/_private/authentication/http_token_authentication.py,
-get_auth_headers_if_auth_enabled). So, unless RAY_AUTH_MODE=disabled, we load the
-token through Ray's own loader and send the Authorization header ourselves; a
-cluster without auth ignores it.
+The job runs in a temporary copy of the working dir on the head, so a relative storage or
+tracking location (the default ones included) would put the study's results there, out of sight
+and removed with the job's files: those are refused before anything is uploaded, and the
+locations the job will write to are told (``cluster_locations``).
+
+Token auth (Ray 2.60): the JobSubmissionClient attaches a token only when *this* process has
+RAY_AUTH_MODE=token, although `ray start` turned token mode on because a token existed. So,
+unless RAY_AUTH_MODE=disabled, the token Ray's own loader finds is sent as an Authorization
+header (connect.auth_headers); a cluster without auth ignores it.
 """
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import time
 from pathlib import Path
+from typing import NamedTuple
+from urllib.parse import urlparse
+
+from .connect import TOKEN_HELP, auth_headers
 
 # Gitignore-style patterns: the working dir is zipped and uploaded, and a .venv is GBs. Ray 2.60 skips
 # .git/.venv/venv/__pycache__ itself, unless RAY_OVERRIDE_RUNTIME_ENV_DEFAULT_EXCLUDES says otherwise.
 EXCLUDES = [".venv", "venv", ".git", "__pycache__", "*.pyc", "*.db", "*.sqlite", "mlruns", "mlartifacts",
             "falw_results", "ray_results", ".pytest_cache", "*.egg-info"]
-# Silence warnings that would bury the study's own output in the job log.
-ENV_VARS = {"RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
-            "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
-            "PYTHONUNBUFFERED": "1"}
+# Only what the study's own driver does not set: `falw-ray run --address auto` passes runner.QUIET_ENV
+# in its ray.init(runtime_env=...), and Ray refuses (ValueError) to merge a driver's env var with the
+# job's own value for the same key.
+ENV_VARS = {"PYTHONUNBUFFERED": "1"}
+SHARED_EXAMPLE = "/mnt/falw/results"
+"""Where cluster.yaml's shared file system keeps results: the example an error message gives."""
+TRACKING_EXAMPLE = "http://127.0.0.1:5000"
+"""The MLflow server cluster.yaml starts on the head (reachable from the job's driver there)."""
 
 
-def _auth_headers(token: str | None) -> dict:
-    """The Authorization header for an explicit token, else for the token Ray would find."""
-    if token:
-        return {"Authorization": f"Bearer {token}"}
-    if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
-        return {}
-    from ray._raylet import AuthenticationTokenLoader
+class Locations(NamedTuple):
+    """Where a submitted study writes, as the job on the cluster will see it."""
 
-    loader = AuthenticationTokenLoader.instance()
-    loader.reset_cache()  # the C++ loader caches; HOME or RAY_AUTH_TOKEN* may have changed since
-    return loader.get_token_for_http_header(ignore_auth_mode=True)
+    storage: str
+    results: str
+    tracking_uri: str
+    experiment: str
+
+    def lines(self) -> list[str]:
+        return [f"results: {self.results} on the cluster (storage {self.storage}, baselines "
+                f"{self.storage.rstrip('/')}/baselines)",
+                f"MLflow:  {self.tracking_uri} (experiment {self.experiment})"]
+
+
+def _local_path(uri: str) -> str | None:
+    """The file path an MLflow tracking URI writes to on the machine that uses it; None for a server
+    (http(s), databricks, a database server)."""
+    if uri.startswith("databricks"):
+        return None
+    if not re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", uri):
+        return uri  # a plain path: MLflow's file store
+    scheme, rest = uri.split(":", 1)
+    scheme = scheme.lower()
+    if scheme == "sqlite":
+        return rest[3:] if rest.startswith("///") else rest
+    if scheme == "file":
+        return urlparse(uri).path if rest.startswith("//") else rest
+    return None
+
+
+def cluster_locations(study_path, storage: str | None = None, tracking_uri: str | None = None) -> Locations:
+    """Where the study at ``study_path`` will write when run as a job, ``storage`` and ``tracking_uri``
+    (absolute paths, or a server URI) overriding the study's. A relative location, the defaults
+    included, would land in the job's temporary copy of the working dir on the head: refused with
+    one line (ValueError) naming the field and what to give instead."""
+    from .spec import load_study
+
+    spec = load_study(study_path)
+    field = "--storage" if storage else f"{study_path}: storage"
+    where = storage or spec.storage
+    if not (os.path.isabs(where) or where.startswith("~")):
+        raise ValueError(
+            f"{field} {where!r} is a relative path: a submitted study runs in a temporary copy of the working "
+            f"dir on the head, so its results would land there, out of sight; give an absolute path on the "
+            f"cluster (e.g. --storage {SHARED_EXAMPLE}, the folder every node of cluster.yaml shares)")
+    uri = tracking_uri or spec.tracking.uri
+    field = "--tracking-uri" if tracking_uri else f"{study_path}: tracking.uri"
+    if uri is None:
+        raise ValueError(
+            f"{field} is not set, so MLflow would write sqlite:///mlflow.db into the job's temporary copy of the "
+            f"working dir on the head; give --tracking-uri {TRACKING_EXAMPLE} (the MLflow server cluster.yaml "
+            f"starts on the head), an absolute sqlite:////ABSOLUTE/PATH/mlflow.db, or set tracking.uri in the study")
+    path = _local_path(uri)
+    if path is not None and not os.path.isabs(path):
+        raise ValueError(
+            f"{field} {uri!r} is a relative path, so MLflow would write into the job's temporary copy of the "
+            f"working dir on the head; give --tracking-uri {TRACKING_EXAMPLE} (the MLflow server cluster.yaml "
+            f"starts on the head) or an absolute path (sqlite:////ABSOLUTE/PATH/mlflow.db)")
+    results = f"{where.rstrip('/')}/{spec.name}"
+    return Locations(storage=where, results=results, tracking_uri=uri,
+                     experiment=spec.tracking.experiment or spec.name)
+
+
+_auth_headers = auth_headers  # the Authorization header for an explicit token, else for the one Ray finds
 
 
 def job_client(address: str, token: str | None = None):
@@ -53,8 +119,7 @@ def job_client(address: str, token: str | None = None):
                               "and is this its dashboard address (http://HEAD:8265)?") from None
     except AuthenticationError as e:
         why = str(e).strip().splitlines()[0]
-        raise PermissionError(f"{address}: {why} (give the cluster's token via token=, RAY_AUTH_TOKEN, "
-                              "RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token)") from None
+        raise PermissionError(f"{address}: {why}; {TOKEN_HELP}") from None
 
 
 def submit_entrypoint(entrypoint: str, address: str, working_dir=None, token: str | None = None,
@@ -65,9 +130,21 @@ def submit_entrypoint(entrypoint: str, address: str, working_dir=None, token: st
     return job_client(address, token).submit_job(entrypoint=entrypoint, runtime_env=runtime_env)
 
 
+def study_entrypoint(relative_study: str, storage: str | None = None, tracking_uri: str | None = None,
+                     extra_args=()) -> str:
+    """The job's command: `falw-ray run` joining the running cluster (--address auto), so that it
+    neither starts a Ray of its own nor takes the cluster's present nodes for all it will ever have."""
+    args = ["python", "-m", "falw_ray.cli", "run", relative_study, "--address", "auto",
+            *(["--storage", storage] if storage else []), *(["--tracking-uri", tracking_uri] if tracking_uri else []),
+            *map(str, extra_args)]
+    return shlex.join(args)
+
+
 def submit_study(study_path, address: str, extra_args=(), working_dir=None, wait: bool = False,
-                 token: str | None = None) -> str:
-    """Submit `falw-ray run STUDY` as a Ray job; with wait=True, block until it ends and raise if it failed."""
+                 token: str | None = None, storage: str | None = None, tracking_uri: str | None = None) -> str:
+    """Submit `falw-ray run STUDY --address auto` as a Ray job; with wait=True, block until it ends and
+    raise if it failed. ``storage`` and ``tracking_uri`` override the study's and, like them, must be
+    absolute paths or a server URI on the cluster (see cluster_locations); nothing is submitted otherwise."""
     wd = Path(working_dir or Path.cwd()).resolve()
     study = Path(study_path).resolve()
     try:
@@ -77,7 +154,8 @@ def submit_study(study_path, address: str, extra_args=(), working_dir=None, wait
                          "which is what gets uploaded to the cluster") from None
     if not study.is_file():
         raise FileNotFoundError(f"{study_path}: no such study file")
-    entrypoint = shlex.join(["python", "-m", "falw_ray.cli", "run", rel, *map(str, extra_args)])
+    cluster_locations(study_path, storage, tracking_uri)
+    entrypoint = study_entrypoint(rel, storage, tracking_uri, extra_args)
     job_id = submit_entrypoint(entrypoint, address, wd, token)
     if wait:
         status = wait_for_job(address, job_id, token=token)
