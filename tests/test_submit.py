@@ -28,7 +28,10 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 from ray.job_submission import JobStatus
 
-from falw_ray.study.submit import follow_hint, job_client, submit_entrypoint, submit_study, wait_for_job
+from falw_ray.cli import main
+from falw_ray.study import runner
+from falw_ray.study.submit import (ENV_VARS, cluster_locations, follow_hint, job_client, study_entrypoint,
+                                   submit_entrypoint, submit_study, wait_for_job)
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent  # the job's `python` is the first on the PATH of `ray start`
@@ -130,7 +133,8 @@ def cluster():
                     raise TimeoutError(f"Ray dashboard at {address} not ready after 120s: {last}")
                 time.sleep(1)
             assert _cluster_processes(root, proc.pid), "cluster processes not visible: teardown check would be vacuous"
-            yield SimpleNamespace(address=address, token=token, root=root, proc=proc)
+            yield SimpleNamespace(address=address, gcs=f"127.0.0.1:{gcs}", token=token, home=home, root=root,
+                                  proc=proc)
         finally:
             left = _stop(proc, root)
             log.close()
@@ -199,23 +203,151 @@ def test_submit_study_outside_working_dir_is_refused(tmp_path):
     assert str(REPO) in str(e.value) and "\n" not in str(e.value)
 
 
-def test_submit_study_runs_quickstart(cluster):
-    job = submit_study(TINY_STUDY, cluster.address, working_dir=REPO)
+def test_submit_runs_study_where_it_says(cluster, tmp_path, capsys):
+    # `falw-ray submit` with an absolute --storage and --tracking-uri: it says where the results will be,
+    # and the job (`falw-ray run --address auto` on the head) writes them there, not into its working dir.
+    storage, db = tmp_path / "results", tmp_path / "mlflow" / "mlflow.db"
+    db.parent.mkdir()
+    uri = f"sqlite:///{db}"
+    rc = main(["submit", str(TINY_STUDY), "--address", cluster.address, "--working-dir", str(REPO),
+               "--storage", str(storage), "--tracking-uri", uri])
+    out = capsys.readouterr().out.splitlines()
+    assert rc == 0, out
+    job = out[0].removeprefix("submitted job ")
+    assert out[1:3] == [f"results: {storage}/tiny on the cluster (storage {storage}, baselines {storage}/baselines)",
+                        f"MLflow:  {uri} (experiment tiny)"], out
     status = wait_for_job(cluster.address, job, timeout_s=600)
     logs = job_client(cluster.address).get_job_logs(job)
     assert status == JobStatus.SUCCEEDED, logs[-3000:]
-    # What the job left in its working directory on the head: the study's tables and MLflow store.
-    tables = list(cluster.root.rglob("falw_results/tiny/table.csv"))
-    assert len(tables) == 1, tables
-    workdir = tables[0].resolve().parents[2]
-    assert f"results: {workdir / 'falw_results' / 'tiny'}" in logs.splitlines(), logs[-3000:]
-    table = pd.read_csv(tables[0])
+    assert f"results: {storage / 'tiny'}" in logs.splitlines(), logs[-3000:]
+    # Nothing landed in the job's copy of the working dir on the head.
+    assert not [p for p in cluster.root.rglob("*") if p.name in ("falw_results", "mlflow.db", "mlartifacts")]
+    table = pd.read_csv(storage / "tiny" / "table.csv")
     assert sorted(table["method"]) == ["ft", "ga", "original", "retrain"], table
     assert set(table["scenario"]) == {"digits-cnn-lt0.1-g1"}
-    trials = pd.read_csv(workdir / "falw_results" / "tiny" / "trials.csv")
+    trials = pd.read_csv(storage / "tiny" / "trials.csv")
     assert sorted(trials["cell"]) == ["digits-cnn-lt0.1-g1/ft"] * 2 + ["digits-cnn-lt0.1-g1/ga+falw"] * 2
     assert set(trials["status"]) == {"finished"}
-    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id], "tags.kind = 'trial'")
     assert sorted(r.data.tags["stage"] for r in runs) == ["final"] * 2 + ["search"] * 4
     assert {r.info.status for r in runs} == {"FINISHED"}
+
+
+@pytest.mark.parametrize("given, field", [
+    ({}, "tiny_study.yaml: storage 'falw_results' is a relative path"),
+    ({"storage": "results"}, "--storage 'results' is a relative path"),
+    ({"storage": "/abs/results"}, "tiny_study.yaml: tracking.uri is not set"),
+    ({"storage": "/abs/results", "tracking_uri": "sqlite:///mlflow.db"},
+     "--tracking-uri 'sqlite:///mlflow.db' is a relative path"),
+    ({"storage": "/abs/results", "tracking_uri": "mlruns"}, "--tracking-uri 'mlruns' is a relative path"),
+], ids=["study storage", "--storage", "no tracking", "--tracking-uri sqlite", "--tracking-uri path"])
+def test_submit_refuses_relative_locations_in_one_line(cluster, capsys, given, field):
+    # A relative location would land in the job's temporary working dir on the head: refused, no job made.
+    before = {j.submission_id for j in job_client(cluster.address).list_jobs()}
+    flags = [a for k, v in given.items() for a in (f"--{k.replace('_', '-')}", v)]
+    rc = main(["submit", str(TINY_STUDY), "--address", cluster.address, "--working-dir", str(REPO), *flags])
+    out, err = capsys.readouterr()
+    assert rc == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith("falw-ray: ") and field in err, err
+    assert "--storage /mnt/falw/results" in err or "--tracking-uri http://127.0.0.1:5000" in err, err
+    with pytest.raises(ValueError, match=re.escape(field)):  # the library refuses too, before any upload
+        submit_study(TINY_STUDY, cluster.address, working_dir=REPO, **given)
+    assert {j.submission_id for j in job_client(cluster.address).list_jobs()} == before
+
+
+def test_cluster_locations_take_absolute_paths_and_servers():
+    assert cluster_locations(TINY_STUDY, "/mnt/falw/results", "http://127.0.0.1:5000") == (
+        "/mnt/falw/results", "/mnt/falw/results/tiny", "http://127.0.0.1:5000", "tiny")
+    for uri in ("sqlite:////mnt/falw/mlflow.db", "file:///mnt/falw/mlruns", "/mnt/falw/mlruns",
+                "postgresql://mlflow@db/mlflow", "databricks"):
+        assert cluster_locations(TINY_STUDY, "~/results", uri).tracking_uri == uri  # ~ is the head's home
+    for uri in ("sqlite:///mlflow.db", "file:mlruns", "mlruns"):
+        with pytest.raises(ValueError, match="relative path"):
+            cluster_locations(TINY_STUDY, "/r", uri)
+
+
+def test_job_joins_the_cluster_and_leaves_runner_env_to_the_driver():
+    # The job's driver joins the running cluster instead of being taken for a local Ray ...
+    assert study_entrypoint("studies/x.yaml", "/r", "http://h:5000").split() == [
+        "python", "-m", "falw_ray.cli", "run", "studies/x.yaml", "--address", "auto", "--storage", "/r",
+        "--tracking-uri", "http://h:5000"]
+    # ... and the job sets no env var the driver's ray.init(runtime_env=...) sets: Ray refuses to merge those.
+    assert not set(ENV_VARS) & set(runner.QUIET_ENV)
+
+
+def test_submitted_study_may_ask_for_gpus_the_cluster_has_not_yet(cluster, tmp_path):
+    # An autoscaling cluster adds GPU nodes on demand: a job asking for gpu 0.25 on a cluster with none
+    # (yet) is not refused; it starts and waits. This cluster cannot grow, so the job is stopped then.
+    study = tmp_path / "gpu.yaml"
+    study.write_text(TINY_STUDY.read_text().replace("name: tiny", "name: gpu").replace(
+        "resources: {cpu: 1}", "resources: {cpu: 1, gpu: 0.25}"))
+    assert "gpu: 0.25" in study.read_text()
+    client = job_client(cluster.address)
+    job = submit_study(study, cluster.address, working_dir=tmp_path, storage=str(tmp_path / "results"),
+                       tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    deadline, logs = time.monotonic() + 180, ""
+    try:
+        while time.monotonic() < deadline:
+            logs = client.get_job_logs(job)
+            if f"falw-ray: results: {tmp_path / 'results' / 'gpu'}" in logs or client.get_job_status(job).is_terminal():
+                break
+            time.sleep(1)
+        assert client.get_job_status(job) == JobStatus.RUNNING, logs[-3000:]
+        assert f"falw-ray: results: {tmp_path / 'results' / 'gpu'}" in logs, logs[-3000:]
+        assert "resources.gpu" not in logs
+        client.stop_job(job)
+        assert wait_for_job(cluster.address, job, timeout_s=60, poll_s=0.5) == JobStatus.STOPPED
+    finally:
+        client.stop_job(job)  # a no-op for a job that ended
+
+
+def _connect(cluster, env: dict, address: str | None = None) -> subprocess.CompletedProcess:
+    """`connect_ray(address)` (what `falw-ray run --address` does) in a fresh process with this env."""
+    code = ("import sys, ray\n"
+            "from falw_ray.study.connect import connect_ray\n"
+            "try:\n"
+            "    connect_ray(sys.argv[1], include_dashboard=False, log_to_driver=False, logging_level=40)\n"
+            "except ConnectionError as e:\n"
+            "    sys.exit(f'falw-ray: {e}')\n"
+            "print('CPU', ray.cluster_resources().get('CPU'))\n")
+    base = {k: v for k, v in os.environ.items() if k not in _CLIENT_ENV}
+    return subprocess.run([sys.executable, "-c", code, address or cluster.gcs], env={**base, **env},
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_run_address_connects_with_the_token_in_home(cluster):
+    # The token in ~/.ray/auth_token, no RAY_AUTH_* set: as `ray start` found it, so does the client.
+    done = _connect(cluster, {"HOME": str(cluster.home)})
+    assert done.returncode == 0 and done.stdout.splitlines() == ["CPU 2.0"], done.stderr[-3000:]
+
+
+@pytest.mark.parametrize("case", ["no token", "wrong token", "nothing there"])
+def test_run_address_failure_is_one_line(cluster, tmp_path, case):
+    env = {"HOME": str(tmp_path), **({"RAY_AUTH_TOKEN": "not-the-token"} if case == "wrong token" else {})}
+    address = f"127.0.0.1:{_free_ports(1)[0]}" if case == "nothing there" else None
+    started = time.monotonic()
+    done = _connect(cluster, env, address)
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.count("\n") == 1, done.stderr[-3000:]  # no retries' warnings, no traceback
+    expected = {"no token": "requires Ray's token (token authentication) and none is set here",
+                "wrong token": "refused this machine's Ray token (from RAY_AUTH_TOKEN)",
+                "nothing there": "no Ray cluster answers at"}[case]
+    assert expected in done.stderr and "not-the-token" not in done.stderr, done.stderr
+    assert ("RAY_AUTH_TOKEN=<token>" in done.stderr) == (case != "nothing there")
+    assert time.monotonic() - started < 30, "refused at once, not after Ray's own retries"
+
+
+@pytest.mark.skipif("connect_ray" not in Path(runner.__file__).read_text(),
+                    reason="runner.py does not connect through connect.connect_ray yet")
+def test_falw_ray_run_address_without_token_is_one_line(cluster, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in _CLIENT_ENV}
+    env["HOME"] = str(tmp_path)
+    done = subprocess.run([str(VENV_BIN / "falw-ray"), "run", str(TINY_STUDY), "--address", cluster.gcs,
+                           "--storage", str(tmp_path / "results"), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"],
+                          env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 2 and done.stdout == "", done.stderr[-3000:]
+    assert done.stderr.splitlines() == [
+        f"falw-ray: the Ray cluster at {cluster.gcs} requires Ray's token (token authentication) and none is set "
+        "here: give this machine the cluster's token: RAY_AUTH_TOKEN=<token>, RAY_AUTH_TOKEN_PATH=<file>, or the "
+        "file ~/.ray/auth_token (`ray get-auth-token` on the head prints it)"]
