@@ -27,6 +27,7 @@ from .results import (best_per_cell, cell_summary, choose, edge_warnings, final_
                       paired_table, table_notes, to_markdown)
 from .spec import StudyError, StudySpec, load_study, parse_study
 from .progress import ProgressLine
+from .connect import connect_ray
 from .journal import Journal
 from .tracking import Tracker, TrialLogger
 
@@ -133,9 +134,9 @@ class Study:
         tracker.check()
         if not ray.is_initialized():
             local = {} if address else {"_node_ip_address": "127.0.0.1"}
-            ray.init(address=address, include_dashboard=False, log_to_driver=verbose,
-                     logging_level=logging.INFO if verbose else logging.ERROR,
-                     runtime_env={"env_vars": dict(QUIET_ENV)} if address else None, **local)
+            connect_ray(address, include_dashboard=False, log_to_driver=verbose,
+                        logging_level=logging.INFO if verbose else logging.ERROR,
+                        runtime_env={"env_vars": dict(QUIET_ENV)} if address else None, **local)
         _check_resources(spec, self.source, address, ray.cluster_resources())
         self.concurrency = spec.search.max_concurrent or _slots(spec, address, ray.cluster_resources())
         tracker.connect()
