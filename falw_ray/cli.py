@@ -294,8 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--set", dest="hp", action="append", default=[], metavar="METHOD.PARAM=VALUE",
                    help="a hyperparameter, e.g. ga.lr=0.003 or ga+falw.tau=0.1 (repeatable)")
     c.add_argument("--data-dir", default=None, help="folder of the data set's files (CIFAR, Tiny-ImageNet)")
-    c.add_argument("--store", default="falw_results/baselines",
-                   help="baseline store, shared with studies (default: falw_results/baselines)")
+    c.add_argument("--store", default=DEFAULT_STORE,
+                   help=f"baseline store, shared with studies (default: {DEFAULT_STORE})")
     c.add_argument("--no-store", action="store_true", help="train the baselines in memory and keep nothing")
     c.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when there is one)")
     c.add_argument("--threads", type=int, default=None, help="torch CPU threads")
