@@ -1,0 +1,65 @@
+"""What a study's result is, defined once: the metrics (name, label, direction), their gaps to
+Retrain, a trial's status and the rule that gives it, and the column sets of every table.
+
+Tables, plots, MLflow and progress lines derive from these names; adding a metric is one entry in
+METRICS plus its computation (``falw_ray.metrics``).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ..metrics import SUMMARY
+
+
+@dataclass(frozen=True)
+class MetricDef:
+    key: str
+    label: str
+    lower_is_better: bool | None = None
+    """None: judged only as a gap to Retrain (its own value has no better direction)."""
+
+
+METRICS: dict[str, MetricDef] = {m.key: m for m in (
+    MetricDef("fa", "FA"), MetricDef("ra", "RA"), MetricDef("ta", "TA"), MetricDef("mia", "MIA"),
+    MetricDef("avg_gap", "Avg. Gap", lower_is_better=True),
+    MetricDef("seconds", "Time (s)", lower_is_better=True), MetricDef("rte", "RTE", lower_is_better=True),
+)}
+LABELS = {k: m.label for k, m in METRICS.items()}
+
+OBJECTIVE, MODE = "avg_gap", "min"
+"""What a search minimises and the tables rank by."""
+
+GAPS = tuple(f"{k}_gap" for k in SUMMARY)
+GROUP_GAPS = ("fa_gap_head", "fa_gap_mid", "fa_gap_tail")
+GROUP_DEVS = ("fa_dev_head", "fa_dev_mid", "fa_dev_tail")
+TIMES = ("elapsed", "rte")
+
+EPOCH_METRICS = (*SUMMARY, *GAPS, OBJECTIVE, *GROUP_GAPS, *GROUP_DEVS, *TIMES)
+"""What a trial reports at an evaluated epoch and its MLflow run logs at that step."""
+TRIAL_METRICS = (*SUMMARY, *GAPS, OBJECTIVE, *GROUP_GAPS, *TIMES, "trial_seconds")
+"""A trial's metric columns in trials.csv, selection.csv and final.csv."""
+TABLE_METRICS = (*SUMMARY, OBJECTIVE)
+"""The columns the final table summarises (mean and std over seeds)."""
+CELL_METRICS = (OBJECTIVE, *SUMMARY, *GAPS)
+"""What a cell's MLflow run carries (mean and std over its final seeds)."""
+
+FINISHED, STOPPED, DIVERGED, ERROR = "finished", "stopped early", "diverged", "error"
+STATUSES = (FINISHED, STOPPED, DIVERGED, ERROR)
+"""A completed trial ran every epoch, was stopped early by ASHA, diverged (and reported the worst
+Avg. Gap), or failed past its retries."""
+
+
+def status(result: dict | None, epochs: int, error: bool = False) -> str:
+    """The one rule for a completed trial's status, from its last reported result."""
+    if error or not result or OBJECTIVE not in result:
+        return ERROR
+    if result.get("diverged"):
+        return DIVERGED
+    return FINISHED if result.get("epoch") == epochs else STOPPED
+
+
+def outcome(result: dict | None, epochs: int, error: bool = False) -> tuple[str, float]:
+    """(status, Avg. Gap) of a completed trial; NaN for a trial that failed."""
+    s = status(result, epochs, error)
+    return s, math.nan if s == ERROR else float(result[OBJECTIVE])
