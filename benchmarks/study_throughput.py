@@ -68,7 +68,7 @@ def init_ray(trace: Path | None, num_cpus: int | None = None, **extra) -> None:
     if trace is not None:
         env.update(PYTHONPATH=str(BENCH_DIR), FALW_BENCH_TRACE=str(trace))
         runtime_env = {"env_vars": env, "worker_process_setup_hook": "instrument.setup"}
-    ray.init(num_cpus=num_cpus, include_dashboard=extra.pop("include_dashboard", False), log_to_driver=False,
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=extra.pop("include_dashboard", False), log_to_driver=False,
              runtime_env=runtime_env, **extra)
 
 

@@ -58,7 +58,7 @@ def ray_start_once() -> float:
     import ray
 
     start = time.perf_counter()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     ray.shutdown()
     return time.perf_counter() - start
 

@@ -61,7 +61,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         study = Study.from_yaml(args.study)
         result = study.run(address=args.address, tracking_uri=args.tracking_uri, storage=args.storage,
-                           progress=not args.quiet, resume=args.command == "resume", verbose=args.verbose)
+                           progress=not args.quiet, resume=args.command in ("resume", "sync"), verbose=args.verbose,
+                           sync_only=args.command == "sync")
     except StudyInterrupted as e:
         print(f"falw-ray: {e}", file=sys.stderr)
         return 130
@@ -302,7 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_compare)
 
     for name, helptext in (("run", "run a study on a local Ray (or --address)"),
-                           ("resume", "continue an interrupted study: finished trials are kept")):
+                           ("resume", "continue an interrupted study: finished trials are kept"),
+                           ("sync", "write what MLflow missed (an outage) from the study's journal; runs no trial")):
         r = sub.add_parser(name, help=helptext)
         r.add_argument("study", help="a study file, e.g. studies/quickstart.yaml")
         r.add_argument("--address", default=None, help="a running Ray cluster (default: start a local one)")

@@ -39,7 +39,7 @@ def tiny_study(tmp_path_factory) -> TinyStudy:
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     study = Study.from_yaml(TINY)
     ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         result = study.run(tracking_uri=uri, storage=folder / "store", progress=False)
     finally:

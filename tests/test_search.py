@@ -48,7 +48,8 @@ def test_searcher_reevaluates_the_top_k_on_selection_seeds_and_sends_the_lowest_
     cell = next(c for c in build_cells(load_study(ROOT / "studies" / "digits.yaml")) if c.id.endswith("/ga"))
     searcher = CellSearcher([cell], trials_per_cell=4, seed=0, final_seeds=[7, 8, 9], select_seeds=[5, 6], top_k=2)
     configs = {f"s{i}": searcher.suggest(f"s{i}") for i in range(4)}
-    assert all(c["cell"] == cell.id and set(c) == {"cell", *cell.space} for c in configs.values())
+    assert all(c["cell"] == cell.id and set(c) == {"cell", "seq", *cell.space} for c in configs.values())
+    assert [c["seq"] for c in configs.values()] == [0, 1, 2, 3], "the order the searcher created them in"
     assert searcher.suggest("waiting") is None, "no re-run before the cell's search is over"
     gaps = {"s0": 3.0, "s1": 1.0, "s2": 2.0, "s3": 0.5}
     for tid, gap in gaps.items():
@@ -64,7 +65,62 @@ def test_searcher_reevaluates_the_top_k_on_selection_seeds_and_sends_the_lowest_
     final = [searcher.suggest(f"f{i}") for i in range(3)]
     assert [(c["final"]["seed"], c["final"]["lr"]) for c in final] == [(7, lr["s2"]), (8, lr["s2"]), (9, lr["s2"])]
     assert searcher.chosen[cell.id]["rank"] == 1
+    assert not searcher.finished(), "final runs still out"
+    for i in range(3):
+        searcher.on_trial_complete(f"f{i}", {"avg_gap": 1.0, "epoch": cell.epochs})
+    assert searcher.finished()
     assert searcher.suggest("end") == "FINISHED"
+
+
+def record(trial_id: str, config: dict, gap: float | None, epoch: int, status: str = "finished") -> dict:
+    """A journal entry as TrialLogger writes it."""
+    from falw_ray.study.cells import trial_stage
+    from falw_ray.study.journal import entry
+
+    result = None if gap is None else {"avg_gap": gap, "epoch": epoch}
+    return entry(trial_id, trial_stage(config), config, config["seq"], status, result, [result] if result else [])
+
+
+def test_a_searcher_rebuilt_from_the_journal_creates_only_the_missing_trials_and_chooses_as_before():
+    """Replay: a study killed with 3 of 4 search trials and 1 of 4 selection runs completed resumes
+    with 1 new search trial (its Optuna study told the 3 it has), then the 3 selection runs it lacks,
+    and sends the same configuration to the final seeds as a study never interrupted."""
+    from falw_ray.study.search import CellSearcher
+
+    cell = next(c for c in build_cells(load_study(ROOT / "studies" / "digits.yaml")) if c.id.endswith("/ga"))
+    args = dict(trials_per_cell=4, seed=0, final_seeds=[7, 8], select_seeds=[5, 6], top_k=2)
+    first = CellSearcher([cell], **args)
+    configs = {f"s{i}": first.suggest(f"s{i}") for i in range(4)}
+    done = {t: record(t, configs[t], g, cell.epochs) for t, g in (("s0", 3.0), ("s1", 1.0), ("s3", 2.0))}
+
+    again = CellSearcher([cell], **args, done=done)
+    assert again.started[cell.id] == 3 and len(again.studies[cell.id].trials) == 3
+    assert sorted(t.value for t in again.studies[cell.id].trials) == [1.0, 2.0, 3.0]
+    new = again.suggest("n0")
+    assert new["seq"] == 4 and set(new) == {"cell", "seq", *cell.space}, "numbered after the journal's trials"
+    assert again.suggest("wait") is None
+    again.on_trial_complete("n0", {"avg_gap": 9.0, "epoch": cell.epochs})
+    select = [again.suggest(f"r{i}") for i in range(4)]
+    lr = {t: configs[t]["lr"] for t in ("s1", "s3")}
+    assert [(c["select"]["rank"], c["select"]["seed"], c["select"]["lr"]) for c in select] == [
+        (0, 5, lr["s1"]), (0, 6, lr["s1"]), (1, 5, lr["s3"]), (1, 6, lr["s3"])]
+    done["n0"] = record("n0", new, 9.0, cell.epochs)
+    done["r2"] = record("r2", select[2], 2.0, cell.epochs)
+
+    third = CellSearcher([cell], **args, done=done)
+    rest = [third.suggest(f"q{i}") for i in range(3)]
+    assert [(c["select"]["rank"], c["select"]["seed"]) for c in rest] == [(0, 5), (0, 6), (1, 6)], "r2 is not run again"
+    assert third.suggest("wait") is None
+    for tid, gap in zip(("q0", "q1", "q2"), (4.0, 4.0, 3.0)):  # rank 0: mean 4.0; rank 1: mean 2.5
+        third.on_trial_complete(tid, {"avg_gap": gap, "epoch": cell.epochs})
+    final = [third.suggest(f"f{i}") for i in range(2)]
+    assert [(c["final"]["seed"], c["final"]["lr"]) for c in final] == [(7, lr["s3"]), (8, lr["s3"])]
+    for i, c in enumerate(final):
+        done[f"f{i}"] = record(f"f{i}", c, 1.0, cell.epochs)
+    for tid, c, gap in zip(("q0", "q1", "q2"), rest, (4.0, 4.0, 3.0)):
+        done[tid] = record(tid, c, gap, cell.epochs)
+    assert CellSearcher([cell], **args, done=done).finished(), "every trial of the study is in the journal"
+    assert CellSearcher([cell], **args, done=done).suggest("x") == "FINISHED"
 
 
 class PublicOnly:

@@ -23,7 +23,7 @@ GAP_METRICS = ("fa_gap", "ra_gap", "ta_gap", "mia_gap", "avg_gap")
 @pytest.fixture(scope="module", autouse=True)
 def local_ray():
     ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 
@@ -254,7 +254,7 @@ def test_second_run_trains_no_baseline(first_run):
 def test_fractional_gpus_pack_trials(tmp_path):
     """Two trials of 0.5 GPU share one (declared) GPU at the same time; the CPU runs them here."""
     ray.shutdown()
-    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
     assert ray.cluster_resources().get("GPU") == 1
     spec = load_study(ROOT / "tests" / "data" / "tiny_study.yaml")
     slow_ft = spec.methods[1].model_copy(update={"epochs": 15})

@@ -149,14 +149,18 @@ def connect_error(address: str | None, exc: BaseException) -> str:
 
 def connect_ray(address: str | None, **init_kwargs):
     """``ray.init(address=address, **init_kwargs)`` with Ray's token when one is available here; a
-    failure to connect to a running cluster is raised as ConnectionError with one line."""
+    failure to connect to a running cluster is raised as ConnectionError with one line.
+
+    No address starts a Ray of the study's own (``"local"``): Ray would otherwise join the latest
+    cluster any ``ray start`` left on this machine, another user's or another study's, whose
+    nodes can go away under the study."""
     import ray
     from ray.exceptions import AuthenticationError
 
     if address:
         prepare_ray_auth(address)
     try:
-        return ray.init(address=address, **init_kwargs)
+        return ray.init(address=address or "local", **init_kwargs)
     except (ConnectionError, AuthenticationError) as e:
         if not address:
             raise

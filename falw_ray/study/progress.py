@@ -77,7 +77,7 @@ class ProgressLine(Callback):
         self.clock = clock
         self.start = clock()
         self.last_status = self.start
-        self.done = 0
+        self.done = self.resumed = 0
         self.best: dict[str, float] = {}          # cell -> best Avg. Gap of trials that ran every epoch
         self.best_early: dict[str, float] = {}    # cell -> best of trials stopped early
         self.last: dict[str, dict] = {}
@@ -185,9 +185,26 @@ class ProgressLine(Callback):
 
     def eta(self) -> float:
         """What remains at the pace so far (trials done per second, concurrency included)."""
-        if self.done == 0:
+        if self.done <= self.resumed:
             return float("nan")
-        return (self.clock() - self.start) / self.done * max(0, self.total - self.done)
+        return (self.clock() - self.start) / (self.done - self.resumed) * max(0, self.total - self.done)
+
+    def replay(self, records: dict[str, dict]) -> "ProgressLine":
+        """Count the trials of this stage a resumed study completed before (journal records), so
+        its counts and cells are the study's, not this run's alone; the pace is this run's."""
+        for record in records.values():
+            if record["stage"] != self.stage:
+                continue
+            result, trial_id = record["result"], record["trial_id"]
+            cell = stage_config(record["config"]).get("cell", "?")
+            how = "failed" if record["status"] == "error" else record["status"]
+            self.outcome[trial_id], self.cell_of[trial_id], self.last[trial_id] = how, cell, result
+            gap = result.get("avg_gap")
+            if gap is not None and how in ("finished", "stopped early"):
+                pool = self.best if how == "finished" else self.best_early
+                pool[cell] = min(gap, pool.get(cell, float("inf")))
+        self.done = self.resumed = len(self.outcome)
+        return self
 
     def counts(self) -> dict[str, int]:
         out = dict.fromkeys(self.OUTCOMES, 0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import threading
 import sys
@@ -29,19 +30,16 @@ from .spec import StudyError, StudySpec, load_study, parse_study
 from .progress import ProgressLine
 from .connect import connect_ray
 from .journal import Journal
-from .tracking import Tracker, TrialLogger
+from .schema import ERROR, FINISHED, TRIAL_METRICS
+from .tracking import TRACKING_ERRORS, Tracker, TrialLogger
 
 QUIET_ENV = {
     "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
     "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
     "RAY_DEDUP_LOGS": "1",
     "RAY_AIR_NEW_OUTPUT": "0",
-    # Save Tune's experiment state at most every second (not every 10 s or more): a trial finished
-    # before a crash is then known to the restored state and replayed from the study's journal.
-    "TUNE_GLOBAL_CHECKPOINT_S": "1",
-    # Trials are tracked in MLflow: of Tune's own per-trial files the study keeps progress.csv (which
-    # Tune's result objects read back), not the JSON and TensorBoard ones that cost the controller
-    # loop time (a file sync per result) on every report.
+    # Trials are recorded in the study's journal and tracked in MLflow: none of Tune's per-trial
+    # files (JSON, CSV, TensorBoard), which cost the controller loop a file sync per result.
     "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
 }
 
@@ -109,9 +107,12 @@ class Study:
         progress: bool = True,
         resume: bool = False,
         verbose: bool = False,
+        sync_only: bool = False,
     ) -> StudyResult:
         """Run (or, with ``resume``, continue) the study. ``verbose`` shows Ray's, Tune's and MLflow's
-        own log lines and the trial workers' output, which a study otherwise keeps off the console."""
+        own log lines and the trial workers' output, which a study otherwise keeps off the console.
+        ``sync_only``: resume a study whose trials are all recorded, to write what MLflow missed
+        (and the tables), refusing if any trial is still to run."""
         import ray
 
         spec = self.spec
@@ -141,7 +142,12 @@ class Study:
         self.concurrency = spec.search.max_concurrent or _slots(spec, address, ray.cluster_resources())
         tracker.connect()
         say(f"results: {results_dir}; baseline store: {root / 'baselines'}; MLflow: {tracker.uri}")
+        if sync_only:
+            self._check_recorded(root)
         study_run = tracker.resume_study() if resume else None
+        if study_run is None and sync_only:
+            raise StudyError(f"{self.source}: MLflow at {tracker.uri} has no unfinished run of study {spec.name} "
+                             "to sync: its latest study run is complete")
         if study_run is None:
             resume = False
             study_run = tracker.start_study(
@@ -155,9 +161,10 @@ class Study:
             + (f"top {spec.selection.top_k} re-run on seeds {spec.selection.seeds}, " if spec.selection.seeds else "")
             + f"final seeds {spec.final_seeds()}; MLflow {tracker.uri} (run {study_run})")
         status = "FAILED"
+        self._tracking_down = None
         previous = _terminate_as_interrupt()
         try:
-            result = self._run(tracker, root, results_dir, say, resume)
+            result = self._run(tracker, root, results_dir, say, resume, sync_only)
             status = "FINISHED"
             result.seconds = time.time() - started
             say(f"done in {result.seconds:.0f}s; results in {results_dir}")
@@ -171,19 +178,44 @@ class Study:
             status = "KILLED"
             raise
         finally:
-            if status == "KILLED":
-                tracker.tag(study_run, {"interrupted_stage": self.stage})
-            for run in tracker.unfinished_children():
-                tracker.end(run, "KILLED" if status == "KILLED" else "FAILED")
-            tracker.end(study_run, status)
+            try:
+                if self._tracking_down is None:
+                    if status == "KILLED":
+                        tracker.tag(study_run, {"interrupted_stage": self.stage})
+                    for run in tracker.unfinished_children():
+                        tracker.end(run, "KILLED" if status == "KILLED" else "FAILED")
+                    tracker.end(study_run, status)
+            except TRACKING_ERRORS as e:
+                self._tracking_down = _first_line(e)
+            if self._tracking_down is not None:
+                say(f"MLflow at {tracker.uri} could not be written ({self._tracking_down}); every completed "
+                    f"trial is in {self._journal(root).path}. Once MLflow is back, "
+                    f"`{self._resume}` writes what is missing and runs nothing again")
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
 
-    def _run(self, tracker: Tracker, root: Path, results_dir: Path, say, resume: bool) -> StudyResult:
-        from ray import tune
-        from ray.tune.logger import CSVLoggerCallback
+    def _journal(self, root: Path) -> Journal:
+        return Journal(root / "ray" / f"{self.spec.name}.finished.jsonl")
 
-        from .search import CellScheduler, CellSearcher, rung_epochs
+    def _searcher(self, records: dict):
+        from .search import CellSearcher
+
+        spec = self.spec
+        return CellSearcher(self.cells, spec.search.trials, spec.search.sampler_seed, spec.final_seeds(),
+                            spec.selection.seeds, spec.selection.top_k, done=records)
+
+    def _check_recorded(self, root: Path) -> None:
+        """sync runs no trial: every trial of the study must be in its journal already."""
+        journal = self._journal(root)
+        if not self._searcher(journal.load()).finished():
+            raise StudyError(f"{journal.path}: study {self.spec.name} still has trials to run; sync runs none "
+                             f"(`{self._resume}` does)")
+
+    def _run(self, tracker: Tracker, root: Path, results_dir: Path, say, resume: bool,
+             sync_only: bool = False) -> StudyResult:
+        from ray import tune
+
+        from .search import CellScheduler, rung_epochs
         from .shared import SharedObjects
         from .trainable import unlearning_trial
 
@@ -202,7 +234,7 @@ class Study:
                     if (s.name, role) in logged:  # a resumed study logged it before
                         continue
                     secs = m["original_seconds"] if role == "original" else m["retrain_seconds"]
-                    tracker.log_baseline(s, scenario_label(s), role, m[role], secs, ev[role])
+                    self._logger.writer.submit(tracker.log_baseline, s, scenario_label(s), role, m[role], secs, ev[role])
 
         def evaluated_epochs() -> dict | None:
             """Search trials are judged at ASHA's rungs and their last epoch, final runs at the last."""
@@ -215,10 +247,10 @@ class Study:
             return {"search": {c.id: tuple(sorted({c.epochs, *rungs[c.id]})) for c in self.cells},
                     "select": last, "final": last}
 
-        def trainable(completed: dict):
+        def trainable():
             fn = tune.with_parameters(unlearning_trial, cells=cells, baselines=dict(shared.baselines),
                                       datasets=dict(shared.datasets), threads=max(1, int(res.cpu)),
-                                      falw_refresh_every=spec.search.falw_refresh_every, completed=completed,
+                                      falw_refresh_every=spec.search.falw_refresh_every,
                                       evaluate=evaluated_epochs(), compile=spec.search.compile,
                                       precision=spec.search.precision)
             return tune.with_resources(fn, {"cpu": res.cpu, "gpu": res.gpu})
@@ -226,16 +258,26 @@ class Study:
         final_seeds, select_seeds = spec.final_seeds(), spec.selection.seeds
         n_search, n_final = len(self.cells) * spec.search.trials, len(self.cells) * len(final_seeds)
         n_select = len(self.cells) * spec.selection.top_k * len(select_seeds)  # at most: fewer distinct configs, fewer runs
-        journal = Journal(root / "ray" / f"{spec.name}.finished.jsonl")
-        path = root / "ray" / spec.name
-        restoring = resume and tune.Tuner.can_restore(path)
-        done = journal.load() if restoring else {}
-        logger = self._logger = TrialLogger(tracker, cells, journal, replayed=done)
+        journal = self._journal(root)
+        if not resume:
+            journal.reset()
+        records = journal.load()
+        searcher = self._searcher
+
+        runs = {}
+        if records:
+            # The journal is the record: MLflow gets exactly one complete run per trial in it (rebuilt
+            # where the crash cut its writes off), and no run of a trial cut off before it completed.
+            runs, rebuilt = tracker.sync_trials(records, cells)
+            say(f"resuming from {journal.path}: {len(records)} completed trial(s) kept"
+                + (f", {rebuilt} MLflow run(s) rebuilt" if rebuilt else ""))
+        logger = self._logger = TrialLogger(tracker, cells, journal, runs)
         run_config = tune.RunConfig(
             name=spec.name, storage_path=str(root / "ray"), verbose=0,
-            callbacks=[logger, ProgressLine("search", n_search, say, cells),
-                       *([ProgressLine("select", n_select, say, cells, at_most=True)] if select_seeds else []),
-                       ProgressLine("final", n_final, say, cells), CSVLoggerCallback()],
+            callbacks=[logger, ProgressLine("search", n_search, say, cells).replay(records),
+                       *([ProgressLine("select", n_select, say, cells, at_most=True).replay(records)]
+                         if select_seeds else []),
+                       ProgressLine("final", n_final, say, cells).replay(records)],
             failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
         )
 
@@ -246,51 +288,41 @@ class Study:
         self.stage = "baselines"
         baselines_for(spec.scenario_list() + select_scenarios + final_scenarios)
         self.stage = "search"
-        if restoring:
-            # A trial the journal holds as finished keeps its MLflow run and is replayed from its
-            # recorded result; any other trial Tune runs again gets a fresh run in place of its old one.
-            with _no_analysis_warnings():
-                known = {t.trial_id for t in tune.ExperimentAnalysis(str(path)).trials}
-            for trial_id, run_id in tracker.trial_runs().items():
-                if trial_id in known and trial_id in done:
-                    logger.runs[trial_id] = run_id
-                    tracker.ensure_result(run_id, done[trial_id], cells[done[trial_id]["cell"]].epochs)
-                else:
-                    tracker.client.delete_run(run_id)
-            with _no_analysis_warnings():
-                tuner = tune.Tuner.restore(str(path), trainable(done), resume_unfinished=True, resume_errored=True)
-            tuner._local_tuner.get_run_config().callbacks = run_config.callbacks
-            say(f"restored {path} ({len(done)} finished trial(s) kept)")
-        else:
-            journal.reset()
+        if not searcher(records).finished():
+            # Tune's own experiment folder is a cache (the journal is the record): a fresh one per run.
+            shutil.rmtree(root / "ray" / spec.name, ignore_errors=True)
             scheduler = (CellScheduler(self.cells, spec.early_stopping.grace_period,
                                        spec.early_stopping.reduction_factor) if spec.early_stopping.enabled else None)
-            tuner = tune.Tuner(trainable({}), run_config=run_config, tune_config=tune.TuneConfig(
-                search_alg=CellSearcher(self.cells, spec.search.trials, spec.search.sampler_seed, final_seeds,
-                                        select_seeds, spec.selection.top_k),
-                scheduler=scheduler, num_samples=n_search + n_select + n_final,
+            tuner = tune.Tuner(trainable(), run_config=run_config, tune_config=tune.TuneConfig(
+                search_alg=searcher(records), scheduler=scheduler,
+                num_samples=max(1, n_search + n_select + n_final - len(records)),
                 max_concurrent_trials=self.concurrency, reuse_actors=True,
             ))
-        grid = tuner.fit()
-        logger.flush()
-        trials = _trials_frame(grid, cells, logger.runs, "search")
-        if logger.open or len(trials) < n_search:
+            with _no_result_files_warning():
+                tuner.fit()
+        lost = logger.flush()
+        records = journal.load()
+        if logger.open or not searcher(records).finished():
             # Tune ends fit() early, without an error, when it is interrupted: trials still open (or
-            # a search short of its budget) mean the study did not end.
-            self.stage = min(logger.open.values(), key=STAGES.index, default="search")
+            # a study short of its trials) mean the study did not end.
+            self.stage = min(logger.open.values(), key=STAGES.index, default=_open_stage(records, n_search, bool(select_seeds)))
             raise StudyInterrupted(self.stage, self._resume)
-        selection = _trials_frame(grid, cells, logger.runs, "select")
-        final = _trials_frame(grid, cells, logger.runs, "final")
+        runs = dict(logger.runs)
+        if lost:
+            say(f"{len(lost)} MLflow write(s) did not reach {tracker.uri} (first: {lost[0]}); "
+                "rebuilding those runs from the journal")
+            runs = self._sync(tracker, records, cells, say) or runs
+        trials = _trials_frame(records, cells, runs, "search")
+        selection = _trials_frame(records, cells, runs, "select")
+        final = _trials_frame(records, cells, runs, "final")
         best = _chosen(best_per_cell(trials, cells), selection, trials, cells)
-        for run_id in best["mlflow_run_id"].dropna():
-            tracker.tag(run_id, {"best": "true"})
         final["seconds"] = final["elapsed"]
         keys = {s.key() for s in final_scenarios}
         reference = _reference_frame(shared.events, keys)
         original = _original_frame(shared.events, keys)
         order = {cid: i for i, cid in enumerate(cells)}  # the study's order of cells, not the order runs ended
         ranked_final = final.iloc[np.argsort(final["cell"].map(order).to_numpy(), kind="stable")] if len(final) else final
-        table = final_table(ranked_final[ranked_final["status"] == "finished"], reference, original)
+        table = final_table(ranked_final[ranked_final["status"] == FINISHED], reference, original)
         paired = paired_table(final, spec.compare)
         warnings = edge_warnings(best, {cid: c.space for cid, c in cells.items()})
         baselines = pd.DataFrame([{k: (v.name if k == "scenario" else v) for k, v in e.items() if k != "metrics"}
@@ -300,10 +332,22 @@ class Study:
                              selection=selection, paired=paired, warnings=warnings)
         for w in warnings:
             say(w)
-        result.paths = _write(result, tracker, reference, cells, original)
-        tracker.log_outcome(paired, original, warnings)
-        _log_cells(tracker, logger.cell_runs, cells, best, final, paired)
+        result.paths = _write(result, reference, cells, original)
+        try:
+            _track(result, tracker, logger.cell_runs, cells, original)
+        except TRACKING_ERRORS as e:
+            self._tracking_down = _first_line(e)
         return result
+
+    def _sync(self, tracker: Tracker, records: dict, cells: dict, say) -> dict | None:
+        """The journal's trials into MLflow (Tracker.sync_trials); None while the store is down."""
+        try:
+            runs, rebuilt = tracker.sync_trials(records, cells)
+        except TRACKING_ERRORS as e:
+            self._tracking_down = _first_line(e)
+            return None
+        say(f"MLflow: {rebuilt} trial run(s) rebuilt from the journal")
+        return runs
 
 
 def _quiet_libraries() -> None:
@@ -312,12 +356,14 @@ def _quiet_libraries() -> None:
     protections those lines describe stay on."""
     for name in ("mlflow", "alembic", "ray", "ray.tune", "ray.train"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    # MLflow's client prints a "View run ... at" line per run it closes on a server: hundreds per study.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 
 @contextmanager
-def _no_analysis_warnings():
-    """Tune's ExperimentAnalysis (which Tuner.restore uses too) reads every saved trial's results back
-    and warns about trials that had not reported before the crash: expected on resume, so muted."""
+def _no_result_files_warning():
+    """fit() reads each trial's result files back into its ResultGrid and warns that there are none:
+    the study writes none (its journal holds the results) and does not read the grid."""
     log = logging.getLogger("ray.tune.analysis.experiment_analysis")
     level = log.level
     log.setLevel(logging.ERROR)
@@ -327,36 +373,38 @@ def _no_analysis_warnings():
         log.setLevel(level)
 
 
-def _trials_frame(grid, cells: dict, runs: dict, stage: str) -> pd.DataFrame:
-    """One row per trial of a stage ("search" or "final"), in the order Tune created them."""
+def _trials_frame(records: dict[str, dict], cells: dict, runs: dict, stage: str) -> pd.DataFrame:
+    """One row per completed trial of a stage, from the journal, in the order the searcher created
+    them; an error row names its own trial (cell, seed, hyperparameters) and the error."""
     rows = []
-    for r in grid:
-        config = r.config or {}
-        if trial_stage(config) != stage:
+    for record in sorted(records.values(), key=lambda r: r["seq"]):
+        if record["stage"] != stage:
             continue
-        config = stage_config(config)
-        if "cell" not in config:  # failed past its retries before reporting anything
-            rows.append({"status": "error", "error": str(r.error)[:300]})
-            continue
+        config = stage_config(record["config"])
         cell = cells[config["cell"]]
-        m = r.metrics or {}
-        status = "error" if r.error else "diverged" if m.get("diverged") else (
-            "finished" if m.get("epoch") == cell.epochs else "stopped early")
+        m = record["result"]
         scenario = cell.at_seed(config["seed"]) if "seed" in config else cell.scenario
         rows.append({
             "cell": cell.id, "scenario": scenario_label(scenario), "method": cell.method, "falw": cell.falw,
-            "seed": scenario.seed, "trial_id": m.get("trial_id"), "status": status, "epochs_done": m.get("epoch", 0),
+            "seed": scenario.seed, "trial_id": record["trial_id"], "status": record["status"],
+            "epochs_done": m.get("epoch", 0),
             **({"rank": config["rank"]} if "rank" in config else {}),
             **cell.hp(config),
-            **{k: m.get(k, float("nan")) for k in ("fa", "ra", "ta", "mia", "fa_gap", "ra_gap", "ta_gap", "mia_gap",
-                                                    "avg_gap", "fa_gap_head", "fa_gap_mid", "fa_gap_tail",
-                                                    "elapsed", "rte", "trial_seconds")},
+            **{k: m.get(k, float("nan")) for k in TRIAL_METRICS},
             "fa_per_class": m.get("fa_per_class"),
             "started_at": m.get("started_at"), "ended_at": m.get("reported_at"), "gpus": m.get("gpus"),
             "gpu_share": m.get("gpu_share"),
-            "mlflow_run_id": runs.get(m.get("trial_id")),
+            "mlflow_run_id": runs.get(record["trial_id"]),
+            **({"error": record.get("error", "")} if record["status"] == ERROR else {}),
         })
     return pd.DataFrame(rows)
+
+
+def _open_stage(records: dict[str, dict], n_search: int, selecting: bool) -> str:
+    """The earliest stage a study cut off between trials had not finished."""
+    if sum(r["stage"] == "search" for r in records.values()) < n_search:
+        return "search"
+    return "select" if selecting and not any(r["stage"] == "final" for r in records.values()) else "final"
 
 
 def _chosen(best: pd.DataFrame, selection: pd.DataFrame, trials: pd.DataFrame, cells: dict) -> pd.DataFrame:
@@ -426,8 +474,9 @@ def _reference_frame(events: list[dict], keys: set[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _write(result: StudyResult, tracker: Tracker, reference: pd.DataFrame | None = None,
-           cells: dict | None = None, original: pd.DataFrame | None = None) -> dict:
+def _write(result: StudyResult, reference: pd.DataFrame | None = None, cells: dict | None = None,
+           original: pd.DataFrame | None = None) -> dict:
+    """The result files and plots (written whether or not MLflow can be reached)."""
     d = result.results_dir
     d.mkdir(parents=True, exist_ok=True)
     paths = {
@@ -444,14 +493,27 @@ def _write(result: StudyResult, tracker: Tracker, reference: pd.DataFrame | None
         write_atomic(paths[name], frame.to_csv(index=False))
     write_atomic(paths["table_md"], to_markdown(format_table(result.table, markdown=True))
                  + table_notes(result.paired, result.warnings))
-    for p in paths.values():
-        tracker.client.log_artifact(result.study_run_id, str(p))
     from .plots import write_all
 
     paths["plots"] = d / "plots"
-    if write_all(result.final, reference, result.trials, cells, paths["plots"], original, chosen=result.best):
-        tracker.client.log_artifacts(result.study_run_id, str(paths["plots"]), artifact_path="plots")
+    write_all(result.final, reference, result.trials, cells, paths["plots"], original, chosen=result.best)
     return paths
+
+
+def _track(result: StudyResult, tracker: Tracker, cell_runs: dict, cells: dict, original: pd.DataFrame) -> None:
+    """The study's answers into MLflow: the chosen trials tagged ``best``, the files and plots as the
+    study run's artifacts, the paired differences and the original model on the study run, and each
+    cell's outcome on its run."""
+    for run_id in result.best["mlflow_run_id"].dropna():
+        tracker.tag(run_id, {"best": "true"})
+    for name, path in result.paths.items():
+        if name == "plots":
+            if path.is_dir() and any(path.iterdir()):
+                tracker.client.log_artifacts(result.study_run_id, str(path), artifact_path="plots")
+        else:
+            tracker.client.log_artifact(result.study_run_id, str(path))
+    tracker.log_outcome(result.paired, original, result.warnings)
+    _log_cells(tracker, cell_runs, cells, result.best, result.final, result.paired)
 
 
 def _terminate_as_interrupt():
@@ -511,6 +573,11 @@ def _slots(spec: StudySpec, address: str | None, cluster: dict) -> int:
     if spec.resources.gpu > 0:
         slots = min(slots, int(cluster.get("GPU", 0) // spec.resources.gpu))
     return max(1, slots)
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:200] if text else type(e).__name__
 
 
 def _silent(msg: str) -> None:

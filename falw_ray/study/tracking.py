@@ -28,16 +28,16 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from requests.exceptions import RequestException
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
 from .cells import scenario_label, stage_config, trial_stage
+from .journal import entry
+from .schema import EPOCH_METRICS, ERROR, OBJECTIVE, status as trial_status
 
 PARENT = "mlflow.parentRunId"
-EPOCH_METRICS = (
-    "fa", "ra", "ta", "mia", "fa_gap", "ra_gap", "ta_gap", "mia_gap", "avg_gap",
-    "fa_gap_head", "fa_gap_mid", "fa_gap_tail", "fa_dev_head", "fa_dev_mid", "fa_dev_tail", "elapsed", "rte",
-)
 
 
 PER_CLASS_PREFIX = "fa_class_"
@@ -111,6 +111,10 @@ class TrackingError(RuntimeError):
     pass
 
 
+TRACKING_ERRORS = (MlflowException, RequestException, OSError, TrackingError)
+"""What a write to an unreachable or failing MLflow store raises (after MLflow's own retries)."""
+
+
 @contextmanager
 def _no_retries():
     """MLflow's HTTP client retries for minutes by default: a check at start wants an answer now."""
@@ -169,20 +173,64 @@ class Tracker:
         self._set_views()
         return run_id
 
-    def trial_runs(self) -> dict[str, str]:
-        """trial id -> MLflow run of a study run's trials: a resumed trial keeps its run."""
-        runs = self.children(self.study_run, "trial")
-        return {r.data.tags["trial_id"]: r.info.run_id for r in runs if "trial_id" in r.data.tags}
+    def sync_trials(self, records: dict[str, dict], cells: dict) -> tuple[dict[str, str], int]:
+        """Make the study run's trial runs match the journal (``records``): exactly one complete run
+        per recorded trial (every reported epoch logged, closed FINISHED, or FAILED for an error);
+        a missing or partial one is rebuilt from its record, duplicates and runs of trials the
+        journal does not hold (cut off by a crash, to be run again) are deleted. Returns
+        (trial id -> run id, how many runs were rebuilt)."""
+        by_trial: dict[str, list] = {}
+        for run in self.children(self.study_run, "trial"):
+            by_trial.setdefault(run.data.tags.get("trial_id"), []).append(run)
+        for trial_id, runs in by_trial.items():
+            if trial_id not in records:
+                for run in runs:
+                    self.client.delete_run(run.info.run_id)
+        cell_runs = self.cell_runs()
+        out, rebuilt = {}, 0
+        for trial_id, record in records.items():
+            runs = by_trial.get(trial_id, [])
+            keep = next((r for r in runs if self._complete(r, record)), None)
+            for run in runs:
+                if run is not keep:
+                    self.client.delete_run(run.info.run_id)
+            if keep is None:
+                out[trial_id] = self.write_trial(record, cells, cell_runs)
+                rebuilt += 1
+            else:
+                out[trial_id] = keep.info.run_id
+        return out, rebuilt
 
-    def ensure_result(self, run_id: str, result: dict, epochs: int) -> None:
-        """The last result of a trial that finished just before a crash, on its run exactly once
-        (its write may not have reached the store): metrics at its epoch, and the run's tags."""
-        epoch = int(result.get("epoch", 0))
-        if self.client.get_run(run_id).info.status == "FINISHED" or not epoch:
-            return
-        if epoch not in {m.step for m in self.client.get_metric_history(run_id, "avg_gap")}:
-            self.log_metrics(run_id, {k: result[k] for k in EPOCH_METRICS if k in result}, step=epoch)
-        self.tag(run_id, end_tags(epoch, epochs))
+    def _complete(self, run, record: dict) -> bool:
+        expected = "FAILED" if record["status"] == ERROR else "FINISHED"
+        if run.info.status != expected:
+            return False
+        steps = {int(r.get("epoch", 0)) for r in record["history"] if OBJECTIVE in r}
+        return steps == {m.step for m in self.client.get_metric_history(run.info.run_id, OBJECTIVE)}
+
+    def write_trial(self, record: dict, cells: dict, cell_runs: dict) -> str:
+        """A completed trial's whole run from its journal record, closed as it ended."""
+        cell = cells[stage_config(record["config"])["cell"]]
+        if cell.id not in cell_runs:
+            cell_runs[cell.id] = self.cell_run(cell)
+        name, params, tags = trial_run(record["config"], cells, record["trial_id"])
+        run = self.start_run(name, parent=cell_runs[cell.id], params=params, tags=tags)
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, int(r.get("epoch", 0))) for r in record["history"]
+                 for k, v in r.items() if k in EPOCH_METRICS and isinstance(v, (int, float))]
+        for start in range(0, len(batch), 900):
+            self.client.log_batch(run, metrics=batch[start:start + 900])
+        self.end_trial(run, record, cell)
+        return run
+
+    def end_trial(self, run_id: str, record: dict, cell) -> None:
+        """Close a trial's run as its journal record ended (see :func:`closing`)."""
+        for key, value in closing(record, cell).items():
+            if key == "metrics" and value:
+                self.log_metrics(run_id, value, step=int(record["result"].get("epoch", 0)))
+            elif key != "metrics" and value:
+                self.tag(run_id, value)
+        self.end(run_id, "FAILED" if record["status"] == ERROR else "FINISHED")
 
     def check(self) -> None:
         """Whether the store can be reached, without writing to it: a SQLite file's folder must exist
@@ -384,14 +432,53 @@ def end_tags(epochs_done: int, epochs: int) -> dict:
     return {"epochs_done": epochs_done, "stopped_early": epochs_done < epochs}
 
 
+def trial_run(config: dict, cells: dict, trial_id: str) -> tuple[str, dict, dict]:
+    """A trial run's name, parameters and tags, from its Tune config: the same whether the run is
+    written live or rebuilt from the journal."""
+    stage, cfg = trial_stage(config), stage_config(config)
+    cell = cells[cfg["cell"]]
+    scenario = cell.at_seed(cfg["seed"]) if "seed" in cfg else cell.scenario
+    params = {"method": cell.method, "falw": cell.falw, "scenario": scenario.name, "dataset": scenario.dataset,
+              "model": scenario.model, "forget": scenario.forget.label, "gamma": scenario.forget.gamma,
+              "seed": scenario.seed, "epochs": cell.epochs, **cell.hp(cfg)}
+    tags = {"kind": "trial", "stage": stage, "cell": cell.id, "method": cell.method,
+            "falw": "on" if cell.falw else "off", "scenario": scenario.name, "label": scenario_label(scenario),
+            "trial_id": trial_id}
+    return f"{cell.label} s{scenario.seed} {stage} {trial_id}", params, tags
+
+
+def closing(record: dict, cell) -> dict:
+    """What a completed trial's run gets when it ends: its end tags (and ``diverged``), and for a
+    final run its per-class forget accuracy at its last epoch (``metrics``)."""
+    result = record["result"]
+    if record["status"] == ERROR:
+        return {"tags": {}, "metrics": {}, "error": {"error": record.get("error", "")[:250]}}
+    done = int(result.get("epoch", 0))
+    final = trial_stage(record["config"]) == "final" and result.get("fa_per_class") is not None
+    return {"tags": end_tags(done, cell.epochs), "diverged": {"diverged": "true"} if result.get("diverged") else {},
+            "metrics": per_class_metrics(result["fa_per_class"]) if final else {}}
+
+
+RETRY_AFTER_S = 30.0
+"""How long the writer leaves the store alone after a write failed past MLflow's own retries."""
+
+
 class Writer:
     """Runs tracking writes in order on one background thread, so that Tune's controller loop (which
-    calls the callbacks, and through which every trial's results pass) never waits on the store."""
+    calls the callbacks, and through which every trial's results pass) never waits on the store.
 
-    def __init__(self):
+    Tracking is a sink, never a reason to stop: once a write fails past MLflow's own retries, later
+    writes are skipped for RETRY_AFTER_S, then tried again. Nothing is lost by skipping: every
+    completed trial is in the journal first, and the study (or ``falw-ray sync``) rebuilds its run
+    from there (Tracker.sync_trials)."""
+
+    def __init__(self, clock=time.monotonic):
         self._queue: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
+        self.clock = clock
         self.errors: list[str] = []
+        self.skipped = 0
+        self.down_since: float | None = None
 
     def __getstate__(self) -> dict:
         return {}
@@ -409,40 +496,49 @@ class Writer:
         while True:
             fn, args = self._queue.get()
             try:
+                if self.down_since is not None and self.clock() - self.down_since < RETRY_AFTER_S:
+                    self.skipped += 1
+                    continue
                 fn(*args)
-            except Exception as e:  # noqa: BLE001 - reported by flush(); the study's compute goes on
+                self.down_since = None
+            except Exception as e:  # noqa: BLE001 - any failed write is rebuilt from the journal; compute goes on
+                self.down_since = self.clock()
                 self.errors.append(f"{getattr(fn, '__name__', fn)}: {str(e).strip()[:200]}")
             finally:
                 self._queue.task_done()
 
-    def flush(self) -> None:
-        """Wait until every write submitted so far is done; warn once about any that failed."""
+    def wait(self) -> None:
         self._queue.join()
-        if self.errors:
-            warnings.warn(f"falw_ray: {len(self.errors)} MLflow write(s) failed, first: {self.errors[0]}",
-                          RuntimeWarning, stacklevel=2)
-            self.errors.clear()
+
+    @property
+    def lost(self) -> bool:
+        """Whether any write failed or was skipped since the last :meth:`flush`."""
+        return bool(self.errors or self.skipped)
+
+    def flush(self) -> list[str]:
+        """Wait until every write submitted so far is done; returns (and forgets) the failures."""
+        self.wait()
+        errors = self.errors + ([f"{self.skipped} write(s) skipped while the store was down"] if self.skipped else [])
+        self.errors, self.skipped = [], 0
+        return errors
 
 
 class TrialLogger(Callback):
-    """A Tune callback on the driver: a nested MLflow run per trial, per-epoch metrics, a final status.
+    """A Tune callback on the driver: records each completed trial in the journal (first, synced to
+    disk), and mirrors trials to MLflow: a nested run per trial, per-epoch metrics, a final status.
 
-    Writes go through a :class:`Writer` (call :meth:`flush` before reading the runs). A finished
-    trial's last result goes to the stage's journal before its run is marked FINISHED; trials in
-    ``replayed`` (finished before a crash, replayed on resume) only get their run closed."""
+    MLflow writes go through a :class:`Writer` (call :meth:`flush` before reading the runs)."""
 
-    def __init__(self, tracker: Tracker, cells: dict, journal=None, replayed: set | None = None):
-        self.tracker, self.cells = tracker, cells
-        self.journal, self.replayed = journal, set(replayed or ())
-        self.runs: dict[str, str] = {}
+    def __init__(self, tracker: Tracker, cells: dict, journal, runs: dict | None = None):
+        self.tracker, self.cells, self.journal = tracker, cells, journal
+        self.runs: dict[str, str | None] = dict(runs or {})
         self.open: dict[str, str] = {}  # trials started and not yet ended -> their stage
         self.cell_runs: dict[str, str] = tracker.cell_runs() if tracker.study_run else {}
-        self.per_class: dict[str, list] = {}
-        self.last: dict[str, dict] = {}
+        self.history: dict[str, list[dict]] = {}
         self.writer = Writer()
 
-    def flush(self) -> None:
-        self.writer.flush()
+    def flush(self) -> list[str]:
+        return self.writer.flush()
 
     def setup(self, **info):
         if self.tracker.study_run:
@@ -456,73 +552,70 @@ class TrialLogger(Callback):
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.open[trial.trial_id] = trial_stage(trial.config)
-        if trial.trial_id in self.runs:
+        if trial.trial_id in self.runs:  # retried after its worker died: same run
             return
         self.runs[trial.trial_id] = None  # filled in by the writer, which runs the writes in order
-        stage = trial_stage(trial.config)
-        config = stage_config(trial.config)
-        cell = self.cells[config["cell"]]
-        scenario = cell.at_seed(config["seed"]) if "seed" in config else cell.scenario
-        params = {"method": cell.method, "falw": cell.falw, "scenario": scenario.name, "dataset": scenario.dataset,
-                  "model": scenario.model, "forget": scenario.forget.label, "gamma": scenario.forget.gamma,
-                  "seed": scenario.seed, "epochs": cell.epochs, **cell.hp(config)}
-        tags = {"kind": "trial", "stage": stage, "cell": cell.id, "method": cell.method,
-                "falw": "on" if cell.falw else "off", "scenario": scenario.name, "label": scenario_label(scenario),
-                "trial_id": trial.trial_id}
+        name, params, tags = trial_run(trial.config, self.cells, trial.trial_id)
+        cell = self.cells[stage_config(trial.config)["cell"]]
 
-        def start(trial_id=trial.trial_id, name=f"{cell.label} s{scenario.seed} {stage} {trial.trial_id}"):
+        def start(trial_id=trial.trial_id):
             self.runs[trial_id] = self.tracker.start_run(name, parent=self._cell_run(cell), params=params, tags=tags)
 
         self.writer.submit(start)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         trial_id = trial.trial_id
-        if trial_id not in self.runs or trial_id in self.replayed:
-            return
-        self.last[trial_id] = result
+        history = self.history.setdefault(trial_id, [])
         epoch = int(result.get("epoch", 0))
-        if result.get("fa_per_class") is not None:
-            self.per_class[trial_id] = result["fa_per_class"]
+        if history and epoch <= int(history[-1].get("epoch", 0)):  # a retried trial starts over
+            history[:] = [r for r in history if int(r.get("epoch", 0)) < epoch]
+        history.append(result)
         metrics = {k: result[k] for k in EPOCH_METRICS if k in result}
         diverged = bool(result.get("diverged"))
 
         def log(trial_id=trial_id):
-            run = self.runs[trial_id]
+            run = self.runs.get(trial_id)
+            if run is None:
+                return
             self.tracker.log_metrics(run, metrics, step=epoch)
             if diverged:
                 self.tracker.tag(run, {"diverged": "true"})
 
         self.writer.submit(log)
 
+    def _record(self, trial, error: str | None = None) -> dict:
+        """The trial's journal entry, appended before anything else is written about it."""
+        history = self.history.pop(trial.trial_id, [])
+        cell = self.cells[stage_config(trial.config)["cell"]]
+        last = history[-1] if history else None
+        status = trial_status(last, cell.epochs, error is not None)
+        record = entry(trial.trial_id, trial_stage(trial.config), trial.config, int(trial.config.get("seq", -1)),
+                       status, last, history, error)
+        self.journal.append(record)
+        return record
+
     def on_trial_complete(self, iteration, trials, trial, **info):
-        trial_id = trial.trial_id
-        self.open.pop(trial_id, None)
-        if trial_id not in self.runs:
-            return
-        tags, per_class, done = {}, {}, 0
-        if trial_id not in self.replayed:
-            config = stage_config(trial.config)
-            done = int(self.last.get(trial_id, {}).get("epoch", 0))
-            tags = end_tags(done, self.cells[config["cell"]].epochs)
-            if trial_stage(trial.config) == "final" and trial_id in self.per_class:
-                per_class = per_class_metrics(self.per_class.pop(trial_id))
-            if self.journal is not None:
-                self.journal.append(trial_id, self.last.pop(trial_id, {}))
-
-        def close(trial_id=trial_id):
-            run = self.runs[trial_id]
-            if tags:
-                self.tracker.tag(run, tags)
-            if per_class:
-                self.tracker.log_metrics(run, per_class, step=done)
-            self.tracker.end(run, "FINISHED")
-
-        self.writer.submit(close)
+        self.open.pop(trial.trial_id, None)
+        record = self._record(trial)
+        self._close(trial.trial_id, record)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.open.pop(trial.trial_id, None)
-        if trial.trial_id in self.runs:
-            self.writer.submit(lambda trial_id=trial.trial_id: self.tracker.end(self.runs[trial_id], "FAILED"))
+        try:
+            error = str(trial.get_error() or "failed")
+        except OSError as e:
+            error = f"failed (its error file could not be read: {e.strerror or e})"
+        record = self._record(trial, error.strip().splitlines()[-1][:300] if error.strip() else "failed")
+        self._close(trial.trial_id, record)
+
+    def _close(self, trial_id: str, record: dict) -> None:
+        cell = self.cells[stage_config(record["config"])["cell"]]
+
+        def close(trial_id=trial_id):
+            if (run := self.runs.get(trial_id)) is not None:
+                self.tracker.end_trial(run, record, cell)
+
+        self.writer.submit(close)
 
     def on_experiment_end(self, trials, **info):
-        self.flush()
+        self.writer.wait()

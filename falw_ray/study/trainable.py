@@ -19,16 +19,11 @@ search learns to avoid the region instead of crashing on it."""
 
 
 def unlearning_trial(config: dict, cells: dict, baselines: dict, datasets: dict, threads: int, falw_refresh_every: int,
-                     completed: dict | None = None, evaluate: dict | None = None, compile: bool = False,
-                     precision: str = "fp32"):
+                     evaluate: dict | None = None, compile: bool = False, precision: str = "fp32"):
     """One search trial, or a re-run on another seed when ``config`` is ``{"select" | "final": {...}}``.
 
     ``evaluate`` maps a stage (cells.STAGES) and a cell to the epochs its trials are
-    evaluated (and report) at; None: every epoch. ``completed`` holds the recorded last result of
-    trials that finished before the study was interrupted: such a trial reports it again instead."""
-    if completed and (done := completed.get(tune.get_context().get_trial_id())) is not None:
-        tune.report(done)
-        return
+    evaluated (and report) at; None: every epoch."""
     started, started_at = time.perf_counter(), time.time()
     assigned = ray.get_runtime_context().get_assigned_resources()
     placement = {"started_at": started_at, "gpus": ",".join(map(str, ray.get_gpu_ids())),
