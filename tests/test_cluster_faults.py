@@ -171,3 +171,12 @@ def test_a_node_that_does_not_see_the_storage_is_named_in_one_line(private_node)
     assert node_id[:12] in message and str(storage) in message, message
     assert message.startswith("storage: node ") and "No such file" in message, message
     assert not any(p.name.startswith(MARKER) for p in storage.iterdir()), "a refused check leaves no marker"
+
+
+def test_a_study_on_such_a_cluster_is_refused_before_writing_anything(private_node, tmp_path):
+    """Needs runner.py to call check_shared_storage(root) right after _check_resources(...)."""
+    storage, node_id = private_node
+    with pytest.raises(StudyError, match=f"storage: node .*{node_id[:12]}.* {storage} "):
+        Study.from_yaml(ROOT / "tests" / "data" / "tiny_study.yaml").run(
+            address="auto", storage=storage, tracking_uri=f"sqlite:///{tmp_path / 'm.db'}", progress=False)
+    assert list(storage.iterdir()) == [] and not (tmp_path / "m.db").exists(), "nothing written, MLflow untouched"
