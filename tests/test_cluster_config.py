@@ -112,3 +112,19 @@ def test_placeholders_are_named_by_field_and_warned_about_by_validate(tmp_path):
     quiet = subprocess.run([sys.executable, "-m", "falw_ray.cli", "validate", str(filled)], capture_output=True,
                            text=True, timeout=120)
     assert quiet.returncode == 0 and quiet.stderr == ""
+
+
+def test_ill_typed_field_that_crashes_prepare_config_is_named(tmp_path):
+    def as_string(config):
+        config["provider"] = "aws"
+
+    path = _variant(tmp_path, as_string)
+    assert _one_line_error(path) == f"{path}: provider: 'aws' is not of type 'object'"
+
+
+def test_value_ray_refuses_after_the_schema_is_said_in_one_line(tmp_path):
+    def unknown(config):
+        config["provider"]["type"] = "nowhere"
+
+    path = _variant(tmp_path, unknown)
+    assert _one_line_error(path) == f"{path}: Ray refuses this config: Unsupported node provider: nowhere"

@@ -12,8 +12,11 @@ schema says, the offending field.
 """
 
 import copy
+import json
+from pathlib import Path
 
 import jsonschema
+import ray.autoscaler
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
@@ -40,16 +43,32 @@ def validate_cluster_config(path) -> dict:
         validate_config(config)
     except jsonschema.ValidationError as e:
         raise ValueError(_schema_message(path, e)) from None
-    except Exception as e:  # ill-typed input can crash prepare_config itself
-        try:  # the schema, applied to the file as written, names the field
-            validate_config(raw)
-        except jsonschema.ValidationError as schema_err:
+    except PREPARE_ERRORS as e:
+        # Ill-typed input (a string where a mapping belongs, a missing provider) crashes
+        # prepare_config before the schema sees it; the schema, applied to the file as written,
+        # names the field. What it passes is a value Ray's own checks refuse.
+        if (schema_err := _raw_schema_error(raw)) is not None:
             raise ValueError(_schema_message(path, schema_err)) from None
-        except Exception:
-            pass
         msg = " ".join(str(e).split()) or type(e).__name__
-        raise ValueError(f"{path}: {msg}") from None
+        raise ValueError(f"{path}: Ray refuses this config: {msg}") from None
     return config
+
+
+PREPARE_ERRORS = (TypeError, AttributeError, KeyError, ValueError, NotImplementedError)
+"""What prepare_config and validate_config raise on input the schema has not vetted (an unknown
+provider type is NotImplementedError; ``head_node_type`` naming no node type is ValueError)."""
+
+
+def _raw_schema_error(raw: dict) -> jsonschema.ValidationError | None:
+    """The schema's complaint about the file as written, if any. Only the schema: validate_config's
+    further checks expect the defaults prepare_config adds and would fail on any raw file."""
+    with open(Path(ray.autoscaler.__file__).parent / "ray-schema.json") as f:
+        schema = json.load(f)
+    try:
+        jsonschema.validate(raw, schema)
+    except jsonschema.ValidationError as e:
+        return e
+    return None
 
 
 PLACEHOLDER = "REPLACE_ME"

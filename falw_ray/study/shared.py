@@ -1,5 +1,10 @@
 """Baselines and data sets as shared Ray objects: built once (as Ray tasks, in parallel), stored
-content-addressed on disk, and handed to trials as object references, never as copies."""
+content-addressed on disk, and handed to trials as object references, never as copies.
+
+Every object a trial reads is the driver's own (``ray.put``), so it lives on the driver's node and
+goes only with the driver. A task's return value lives on the node that ran the task: when that
+node is lost, Ray rebuilds the object by re-running the task, which needs a CPU that the trial
+waiting for it may hold, and the study hangs. So a built baseline is fetched once and put again."""
 from __future__ import annotations
 
 import sys
@@ -62,8 +67,9 @@ class SharedObjects:
             self.pending[key] = (e_ref, s)
 
     def wait(self, scenarios: list[Scenario], say=print) -> list[dict]:
-        """Block until these scenarios' baselines are ready; returns the events (scenario, key,
-        hit/trained per role, metrics) of those not reported before."""
+        """Block until these scenarios' baselines are ready, each then held by the driver (see the
+        module's docstring); returns the events (scenario, key, hit/trained per role, metrics) of
+        those not reported before."""
         keys = list(dict.fromkeys(s.key() for s in scenarios))
         todo = [k for k in keys if k in self.pending or k in self.ready]
         started, reported = time.time(), []
@@ -81,5 +87,6 @@ class SharedObjects:
             ready, _ = ray.wait(list(waiting), num_returns=1)
             key = waiting.pop(ready[0])
             _, s = self.pending.pop(key)
+            self.baselines[key] = ray.put(ray.get(self.baselines[key]))
             report({"scenario": s, "key": key, **ray.get(ready[0])})
         return reported
