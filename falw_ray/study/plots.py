@@ -49,6 +49,11 @@ HP_SKIP = {*METRICS, *EPOCH_METRICS, *TRIAL_METRICS, f"selection_{OBJECTIVE}", f
            "started_at", "ended_at", "gpus", "gpu_share", "mlflow_run_id", "order", "epochs", "gamma", "dataset",
            "model", "forget", "best", "rank", "error", "search_rank", "selection_seeds"}
 """Columns of a trials frame that are no hyperparameter: every metric, and what places or names a trial."""
+DRAW_ERRORS = (KeyError, ValueError, TypeError, OSError)
+"""What drawing from a study's frames can raise, and all that is caught: a column the frames lack
+(KeyError: a store written by an older version), a value numpy, matplotlib or Optuna refuse
+(ValueError, TypeError: a missing value, a trial outside its search range), a file that cannot be
+written (OSError). Anything else is a bug and raises."""
 
 
 def _pyplot():
@@ -146,12 +151,20 @@ def deviation_plot(final_df: pd.DataFrame, reference_per_class, out_dir: str | P
     """One PNG per scenario, ``out_dir/deviation_<scenario>.png`` (see the module docstring)."""
     frame = deviation_frame(final_df, reference_per_class)
     out_dir = Path(out_dir)
-    paths = []
-    for scenario, data in frame.groupby("scenario", sort=False):
-        path = out_dir / f"deviation_{slug(scenario)}.png"
-        _deviation_figure(scenario, data, path)
-        paths.append(path)
-    return paths
+    paths = [_draw(out_dir / f"deviation_{slug(scenario)}.png", lambda path: _deviation_figure(scenario, data, path))
+             for scenario, data in frame.groupby("scenario", sort=False)]
+    return [p for p in paths if p is not None]
+
+
+def _draw(path: Path, draw) -> Path | None:
+    """What ``draw(path)`` gives (the file it wrote, or None for nothing to draw); if it fails, None and
+    one warning naming the file and why, the other plots still drawn: a study's results must not be
+    lost to a figure."""
+    try:
+        return draw(path)
+    except DRAW_ERRORS as e:
+        warnings.warn(f"falw_ray: plot {path} not drawn: {type(e).__name__}: {e}", RuntimeWarning, stacklevel=2)
+        return None
 
 
 def method_order() -> list[str]:
@@ -162,7 +175,7 @@ def method_order() -> list[str]:
     return [m for m in METHODS if m != "retrain"] + [m for m in PRESETS if m not in METHODS]
 
 
-def _deviation_figure(scenario: str, data: pd.DataFrame, path: Path) -> None:
+def _deviation_figure(scenario: str, data: pd.DataFrame, path: Path) -> Path:
     from matplotlib import colormaps
 
     num_classes = int(data["cls"].max()) + 1
@@ -219,8 +232,7 @@ def _deviation_figure(scenario: str, data: pd.DataFrame, path: Path) -> None:
     bottom.set_title("the same gap averaged over head / middle / tail classes", fontsize=9)
     bottom.grid(axis="y", alpha=0.3)
     bottom.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, frameon=False, title="classes")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI)
+    return _save(fig, path)
 
 
 # ------------------------------------------------------------------------------- search plots
@@ -432,16 +444,16 @@ def search_plots(trials_df: pd.DataFrame, cells: Mapping | None, out_dir: str | 
         space = _space_of(cells.get(cell_id), trials)
         pick = chosen_position(trials, space, chosen)
         if _drawn(trials).any():
-            fig = history_figure(trials, str(cell_id), pick)
-            paths.append(_save(fig, folder / f"{stem}_history.png"))
-            imp = _importances(cell_study(trials, space), space, f"{cell_id}: hyperparameter importances for {GAP} "
-                               "(finished trials)", folder / f"{stem}_importances.png")
-            if imp is not None:
-                paths.append(imp)
+            paths.append(_draw(folder / f"{stem}_history.png",
+                               lambda path: _save(history_figure(trials, str(cell_id), pick), path)))
+            title = f"{cell_id}: hyperparameter importances for {GAP} (finished trials)"
+            paths.append(_draw(folder / f"{stem}_importances.png",
+                               lambda path: _importances(cell_study(trials, space), space, title, path)))
         if "lr" in space:
             name = "lr_tau" if "tau" in space else "lr"
-            paths.append(_save(landscape_figure(trials, space, str(cell_id), pick), folder / f"{stem}_{name}.png"))
-    return paths
+            paths.append(_draw(folder / f"{stem}_{name}.png",
+                               lambda path: _save(landscape_figure(trials, space, str(cell_id), pick), path)))
+    return [p for p in paths if p is not None]
 
 
 def _save(fig, path: Path) -> Path:
@@ -461,9 +473,11 @@ def _save_pyplot(ax, path: Path) -> Path:
     fig = ax.figure
     fig.set_size_inches(7, 4.5)
     fig.set_dpi(DPI)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -528,9 +542,9 @@ def history_figure(trials: pd.DataFrame, cell_id: str, chosen: int | None = None
 
 
 def _importances(study, space: dict, title: str, path: Path) -> Path | None:
-    """Optuna's fANOVA importances over the finished trials (the COMPLETE ones of
-    :func:`cell_study`): only for two or more searched hyperparameters and at least four finished
-    trials with different values (fewer say nothing)."""
+    """Optuna's importances (its default evaluator, PED-ANOVA) over the finished trials (the COMPLETE
+    ones of :func:`cell_study`): only for two or more searched hyperparameters and at least four
+    finished trials with different values (fewer say nothing)."""
     from optuna.visualization.matplotlib import plot_param_importances
 
     done = [t for t in study.trials if t.value is not None]
@@ -538,11 +552,8 @@ def _importances(study, space: dict, title: str, path: Path) -> Path | None:
         return None
     plt = _pyplot()
     with plt.rc_context(), warnings.catch_warnings():  # Optuna sets a global style: keep it in here
-        warnings.simplefilter("ignore")
-        try:
-            ax = plot_param_importances(study, target_name=GAP)
-        except Exception:  # noqa: BLE001 - Optuna's evaluator refuses some searches: no plot, no failure
-            return None
+        warnings.simplefilter("ignore")  # its notes on few trials per regime, not failures
+        ax = plot_param_importances(study, target_name=GAP)
         _titled(ax, title)
         return _save_pyplot(ax, path)
 
@@ -609,9 +620,9 @@ def write_all(final_df: pd.DataFrame, reference, trials_df: pd.DataFrame, cells:
     and Retrain's per-class FA (``reference``: see :func:`reference_map`), and the search plots
     of every cell, starring the configuration chosen per cell: ``chosen`` (best.csv's rows) when
     given, else the one the final re-runs ran (``final_df`` rows with ``cell`` and hyperparameters),
-    else the trials' ``best`` column, else the rule (see :func:`chosen_position`). A plot that
-    cannot be drawn is reported as a warning, never an exception: a study's results must not be
-    lost to a figure."""
+    else the trials' ``best`` column, else the rule (see :func:`chosen_position`). A plot that its
+    data or its file keep from being drawn (:data:`DRAW_ERRORS`) is one warning naming it and why,
+    never an exception: a study's results must not be lost to a figure."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
@@ -623,6 +634,7 @@ def write_all(final_df: pd.DataFrame, reference, trials_df: pd.DataFrame, cells:
                                                       chosen if chosen is not None else final_df))):
         try:
             paths.extend(draw())
-        except Exception as e:  # noqa: BLE001 - a figure must not cost a study its results
-            warnings.warn(f"falw_ray: {what} plots failed: {type(e).__name__}: {e}", RuntimeWarning, stacklevel=2)
+        except DRAW_ERRORS as e:  # the frames themselves: each figure is caught where it is drawn
+            warnings.warn(f"falw_ray: {what} plots failed ({out_dir}): {type(e).__name__}: {e}", RuntimeWarning,
+                          stacklevel=2)
     return paths
