@@ -26,6 +26,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     from .experiment import Experiment
     from .scenario import ForgetSpec, Scenario
+    from .study.schema import LABELS
 
     torch.set_num_threads(args.threads) if args.threads else None
     try:
@@ -36,8 +37,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise SystemExit(f"falw-ray compare: {e}") from None
     exp = Experiment(scenario, device=args.device, store=None if args.no_store else args.store)
     table = exp.compare(args.methods or _compare_methods(), hp=args.hp, epochs=args.epochs)
-    shown = table[["method", "falw", "fa", "ra", "ta", "mia", "avg_gap", "seconds", "rte"]].rename(columns={
-        "fa": "FA", "ra": "RA", "ta": "TA", "mia": "MIA", "avg_gap": "Avg. Gap", "seconds": "Time (s)", "rte": "RTE"})
+    shown = table[["method", "falw", *LABELS]].rename(columns=LABELS)
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     return 0
 

@@ -183,13 +183,14 @@ class Experiment:
         import pandas as pd
 
         from .metrics import gaps as gaps_to
+        from .study.schema import RETRAIN_ROW
         from .unlearn import PRESETS, get_method
 
         b = self.baselines
-        rows = [{"method": "retrain", "falw": "-", **{k: b.retrained_metrics[k] for k in SUMMARY}, "avg_gap": 0.0,
-                 "seconds": b.retrain_seconds, "rte": 1.0},
+        rows = [{"method": "retrain", "falw": "-", **{k: b.retrained_metrics[k] for k in SUMMARY}, **RETRAIN_ROW,
+                 "seconds": b.retrain_seconds},
                 {"method": "original", "falw": "-", **{k: b.original_metrics[k] for k in SUMMARY},
-                 "avg_gap": gaps_to(b.original_metrics, b.retrained_metrics)["avg_gap"], "seconds": 0.0, "rte": 0.0}]
+                 **gaps_to(b.original_metrics, b.retrained_metrics), "seconds": 0.0, "rte": 0.0}]
         for name in methods:
             modes = [PRESETS[name][1]] if name in PRESETS else [on for on in falw if not on or get_method(name).forget_term]
             for on in modes:

@@ -334,3 +334,30 @@ def test_a_failing_plot_warns_and_never_raises(tmp_path):
     assert [p.name for p in paths] == ["deviation_s.png"]
     said = [str(w.message) for w in caught]
     assert len(said) == 1 and "search plots failed" in said[0], said
+
+
+def test_a_figure_that_cannot_be_drawn_is_named_and_the_others_still_drawn(tmp_path, monkeypatch):
+    import optuna.visualization.matplotlib as optuna_plots
+
+    def refuse(*args, **kwargs):
+        raise ValueError("no importances for this search")
+
+    monkeypatch.setattr(optuna_plots, "plot_param_importances", refuse)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        paths = plots.search_plots(synthetic_trials(), None, tmp_path)
+    said = [str(w.message) for w in caught]
+    target = tmp_path / "search/s/ga_falw_importances.png"
+    assert said == [f"falw_ray: plot {target} not drawn: ValueError: no importances for this search"]
+    assert {p.name for p in paths} == {"ga_falw_history.png", "ga_falw_lr_tau.png", "ft_history.png", "ft_lr.png"}
+
+
+def test_a_bug_in_a_figure_is_raised_not_swallowed(tmp_path, monkeypatch):
+    final, reference = synthetic_final()
+
+    def bug(*args, **kwargs):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(plots, "history_figure", bug)
+    with pytest.raises(ZeroDivisionError):
+        plots.write_all(final, reference, synthetic_trials(), None, tmp_path)

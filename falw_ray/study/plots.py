@@ -34,20 +34,26 @@ import numpy as np
 import pandas as pd
 
 from .results import best_of, ranked
+from .schema import DIVERGED, EPOCH_METRICS, FINISHED, LABELS, METRICS, OBJECTIVE, STOPPED, TRIAL_METRICS
 
 DPI = 100
-FINISHED, EARLY, DIVERGED = "finished", "stopped early", "diverged"
-OK_STATUSES = (FINISHED, EARLY)
+GAP = LABELS[OBJECTIVE]
+OK_STATUSES = (FINISHED, STOPPED)
 BEST_LABEL = "best so far (finished trials)"
 BEST_EARLY_LABEL = "best so far (none finished yet: stopped early or diverged)"
 COLOR_TRIAL, COLOR_BEST = "#4c72b0", "#c44e52"
 GROUP_COLORS = {"head": "#4c72b0", "mid": "#9a9a9a", "tail": "#dd8452"}
 GROUP_NAMES = {"head": "head", "mid": "middle", "tail": "tail"}
-HP_SKIP = {"cell", "scenario", "method", "falw", "seed", "trial_id", "status", "epochs_done", "fa", "ra", "ta", "mia",
-           "fa_gap", "ra_gap", "ta_gap", "mia_gap", "avg_gap", "fa_gap_head", "fa_gap_mid", "fa_gap_tail", "elapsed",
-           "rte", "trial_seconds", "fa_per_class", "started_at", "ended_at", "gpus", "gpu_share", "mlflow_run_id",
-           "seconds", "order", "epochs", "gamma", "dataset", "model", "forget", "best", "rank", "error",
-           "search_rank", "selection_avg_gap", "selection_avg_gap_std", "selection_seeds"}
+HP_SKIP = {*METRICS, *EPOCH_METRICS, *TRIAL_METRICS, f"selection_{OBJECTIVE}", f"selection_{OBJECTIVE}_std",
+           "cell", "scenario", "method", "falw", "seed", "trial_id", "status", "epochs_done", "fa_per_class",
+           "started_at", "ended_at", "gpus", "gpu_share", "mlflow_run_id", "order", "epochs", "gamma", "dataset",
+           "model", "forget", "best", "rank", "error", "search_rank", "selection_seeds"}
+"""Columns of a trials frame that are no hyperparameter: every metric, and what places or names a trial."""
+DRAW_ERRORS = (KeyError, ValueError, TypeError, OSError)
+"""What drawing from a study's frames can raise, and all that is caught: a column the frames lack
+(KeyError: a store written by an older version), a value numpy, matplotlib or Optuna refuse
+(ValueError, TypeError: a missing value, a trial outside its search range), a file that cannot be
+written (OSError). Anything else is a bug and raises."""
 
 
 def _pyplot():
@@ -145,12 +151,20 @@ def deviation_plot(final_df: pd.DataFrame, reference_per_class, out_dir: str | P
     """One PNG per scenario, ``out_dir/deviation_<scenario>.png`` (see the module docstring)."""
     frame = deviation_frame(final_df, reference_per_class)
     out_dir = Path(out_dir)
-    paths = []
-    for scenario, data in frame.groupby("scenario", sort=False):
-        path = out_dir / f"deviation_{slug(scenario)}.png"
-        _deviation_figure(scenario, data, path)
-        paths.append(path)
-    return paths
+    paths = [_draw(out_dir / f"deviation_{slug(scenario)}.png", lambda path: _deviation_figure(scenario, data, path))
+             for scenario, data in frame.groupby("scenario", sort=False)]
+    return [p for p in paths if p is not None]
+
+
+def _draw(path: Path, draw) -> Path | None:
+    """What ``draw(path)`` gives (the file it wrote, or None for nothing to draw); if it fails, None and
+    one warning naming the file and why, the other plots still drawn: a study's results must not be
+    lost to a figure."""
+    try:
+        return draw(path)
+    except DRAW_ERRORS as e:
+        warnings.warn(f"falw_ray: plot {path} not drawn: {type(e).__name__}: {e}", RuntimeWarning, stacklevel=2)
+        return None
 
 
 def method_order() -> list[str]:
@@ -161,7 +175,7 @@ def method_order() -> list[str]:
     return [m for m in METHODS if m != "retrain"] + [m for m in PRESETS if m not in METHODS]
 
 
-def _deviation_figure(scenario: str, data: pd.DataFrame, path: Path) -> None:
+def _deviation_figure(scenario: str, data: pd.DataFrame, path: Path) -> Path:
     from matplotlib import colormaps
 
     num_classes = int(data["cls"].max()) + 1
@@ -218,8 +232,7 @@ def _deviation_figure(scenario: str, data: pd.DataFrame, path: Path) -> None:
     bottom.set_title("the same gap averaged over head / middle / tail classes", fontsize=9)
     bottom.grid(axis="y", alpha=0.3)
     bottom.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, frameon=False, title="classes")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI)
+    return _save(fig, path)
 
 
 # ------------------------------------------------------------------------------- search plots
@@ -290,7 +303,7 @@ def _ordered(trials: pd.DataFrame) -> pd.DataFrame:
 
 def _outcomes(trials: pd.DataFrame) -> list[tuple[str, float]]:
     """(status, Avg. Gap) per trial, as results.ranked and results.best_of take them."""
-    gap = pd.to_numeric(trials["avg_gap"], errors="coerce").astype(float)
+    gap = pd.to_numeric(trials[OBJECTIVE], errors="coerce").astype(float)
     return list(zip(trials["status"].astype(str), gap))
 
 
@@ -337,7 +350,7 @@ def _position_of(trials: pd.DataFrame, space: dict, row: Mapping) -> int | None:
     by_rule = [i for i in ranked(_outcomes(trials)) if i in matches]
     if by_rule:
         return by_rule[0]
-    gap = pd.to_numeric(trials["avg_gap"], errors="coerce")
+    gap = pd.to_numeric(trials[OBJECTIVE], errors="coerce")
     return min(matches, key=lambda i: (math.inf if pd.isna(gap.iloc[i]) else float(gap.iloc[i]), i))
 
 
@@ -366,8 +379,8 @@ def chosen_position(trials: pd.DataFrame, space: dict, chosen: pd.DataFrame | No
 def chosen_label(trials: pd.DataFrame, pos: int) -> str:
     """The star's legend entry: "chosen", its search Avg. Gap, and whether the selection seeds chose it
     over the search's best (the rule's pick, the end of the best-so-far line)."""
-    gap = pd.to_numeric(trials["avg_gap"], errors="coerce").iloc[pos]
-    value = f": Avg. Gap {gap:.2f}" if pd.notna(gap) and trials["status"].iloc[pos] != DIVERGED else ""
+    gap = pd.to_numeric(trials[OBJECTIVE], errors="coerce").iloc[pos]
+    value = f": {GAP} {gap:.2f}" if pd.notna(gap) and trials["status"].iloc[pos] != DIVERGED else ""
     other = pos != best_of(_outcomes(trials))
     return f"chosen{value}" + (" (by the selection seeds)" if other else "")
 
@@ -397,13 +410,13 @@ def cell_study(trials: pd.DataFrame, space: dict):
             if pd.notna(v):
                 params[n] = round(float(v)) if isinstance(d, IntDistribution) else float(v)
         used = {n: dists[n] for n in params}
-        value = pd.to_numeric(row.get("avg_gap"), errors="coerce")
+        value = pd.to_numeric(row.get(OBJECTIVE), errors="coerce")
         measured = pd.notna(value) and math.isfinite(value)
         status = row.get("status")
         attrs = {"status": status}
         if status == FINISHED and measured:
             study.add_trial(create_trial(params=params, distributions=used, value=float(value), user_attrs=attrs))
-        elif status == EARLY and measured:
+        elif status == STOPPED and measured:
             step = pd.to_numeric(row.get("epochs_done"), errors="coerce")
             study.add_trial(create_trial(params=params, distributions=used, state=TrialState.PRUNED, user_attrs=attrs,
                                          intermediate_values={int(step) if pd.notna(step) else 0: float(value)}))
@@ -431,16 +444,16 @@ def search_plots(trials_df: pd.DataFrame, cells: Mapping | None, out_dir: str | 
         space = _space_of(cells.get(cell_id), trials)
         pick = chosen_position(trials, space, chosen)
         if _drawn(trials).any():
-            fig = history_figure(trials, str(cell_id), pick)
-            paths.append(_save(fig, folder / f"{stem}_history.png"))
-            imp = _importances(cell_study(trials, space), space, f"{cell_id}: hyperparameter importances for Avg. Gap "
-                               "(finished trials)", folder / f"{stem}_importances.png")
-            if imp is not None:
-                paths.append(imp)
+            paths.append(_draw(folder / f"{stem}_history.png",
+                               lambda path: _save(history_figure(trials, str(cell_id), pick), path)))
+            title = f"{cell_id}: hyperparameter importances for {GAP} (finished trials)"
+            paths.append(_draw(folder / f"{stem}_importances.png",
+                               lambda path: _importances(cell_study(trials, space), space, title, path)))
         if "lr" in space:
             name = "lr_tau" if "tau" in space else "lr"
-            paths.append(_save(landscape_figure(trials, space, str(cell_id), pick), folder / f"{stem}_{name}.png"))
-    return paths
+            paths.append(_draw(folder / f"{stem}_{name}.png",
+                               lambda path: _save(landscape_figure(trials, space, str(cell_id), pick), path)))
+    return [p for p in paths if p is not None]
 
 
 def _save(fig, path: Path) -> Path:
@@ -460,16 +473,18 @@ def _save_pyplot(ax, path: Path) -> Path:
     fig = ax.figure
     fig.set_size_inches(7, 4.5)
     fig.set_dpi(DPI)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    finally:
+        plt.close(fig)
     return path
 
 
 def _drawn(trials: pd.DataFrame) -> np.ndarray:
     """Which trials the history plot draws: finished, stopped early and diverged ones with a value."""
-    gap = pd.to_numeric(trials["avg_gap"], errors="coerce").to_numpy(dtype=float)
-    return np.isfinite(gap) & trials["status"].astype(str).isin((FINISHED, EARLY, DIVERGED)).to_numpy()
+    gap = pd.to_numeric(trials[OBJECTIVE], errors="coerce").to_numpy(dtype=float)
+    return np.isfinite(gap) & trials["status"].astype(str).isin((FINISHED, STOPPED, DIVERGED)).to_numpy()
 
 
 def history_figure(trials: pd.DataFrame, cell_id: str, chosen: int | None = None):
@@ -482,16 +497,16 @@ def history_figure(trials: pd.DataFrame, cell_id: str, chosen: int | None = None
     fig = _figure(7, 4.5, layout="constrained")
     ax = fig.subplots()
     status = trials["status"].astype(str).to_numpy()
-    gap = pd.to_numeric(trials["avg_gap"], errors="coerce").to_numpy(dtype=float)
+    gap = pd.to_numeric(trials[OBJECTIVE], errors="coerce").to_numpy(dtype=float)
     x = np.arange(len(trials))
     drawn = _drawn(trials)
-    full, early, diverged = drawn & (status == FINISHED), drawn & (status == EARLY), drawn & (status == DIVERGED)
+    full, early, diverged = drawn & (status == FINISHED), drawn & (status == STOPPED), drawn & (status == DIVERGED)
     measured = gap[full | early]
     ax.scatter(x[full], gap[full], s=36, color=COLOR_TRIAL, edgecolors="black", linewidths=0.4, label="finished",
                zorder=3)
     if early.any():
         ax.scatter(x[early], gap[early], s=36, facecolors="none", edgecolors=COLOR_TRIAL, linewidths=1.4,
-                   label="stopped early (Avg. Gap at its last rung)", zorder=3)
+                   label=f"stopped early ({GAP} at its last rung)", zorder=3)
     best = best_so_far(trials)
     values, finished = best["value"].to_numpy(dtype=float), best["finished"].to_numpy(dtype=bool)
     if finished.any():
@@ -520,16 +535,16 @@ def history_figure(trials: pd.DataFrame, cell_id: str, chosen: int | None = None
     ax.set_xlim(-0.5, max(len(trials) - 0.5, 0.5))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("trial (in the order they started)")
-    ax.set_ylabel("Avg. Gap (lower is better)")
+    ax.set_ylabel(f"{GAP} (lower is better)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     return fig
 
 
 def _importances(study, space: dict, title: str, path: Path) -> Path | None:
-    """Optuna's fANOVA importances over the finished trials (the COMPLETE ones of
-    :func:`cell_study`): only for two or more searched hyperparameters and at least four finished
-    trials with different values (fewer say nothing)."""
+    """Optuna's importances (its default evaluator, PED-ANOVA) over the finished trials (the COMPLETE
+    ones of :func:`cell_study`): only for two or more searched hyperparameters and at least four
+    finished trials with different values (fewer say nothing)."""
     from optuna.visualization.matplotlib import plot_param_importances
 
     done = [t for t in study.trials if t.value is not None]
@@ -537,11 +552,8 @@ def _importances(study, space: dict, title: str, path: Path) -> Path | None:
         return None
     plt = _pyplot()
     with plt.rc_context(), warnings.catch_warnings():  # Optuna sets a global style: keep it in here
-        warnings.simplefilter("ignore")
-        try:
-            ax = plot_param_importances(study, target_name="Avg. Gap")
-        except Exception:  # noqa: BLE001 - Optuna's evaluator refuses some searches: no plot, no failure
-            return None
+        warnings.simplefilter("ignore")  # its notes on few trials per regime, not failures
+        ax = plot_param_importances(study, target_name=GAP)
         _titled(ax, title)
         return _save_pyplot(ax, path)
 
@@ -554,7 +566,7 @@ def landscape_figure(trials: pd.DataFrame, space: dict, cell_id: str, chosen: in
 
     fig = _figure(7, 4.8, layout="constrained")
     ax = fig.subplots()
-    gap = pd.to_numeric(trials["avg_gap"], errors="coerce")
+    gap = pd.to_numeric(trials[OBJECTIVE], errors="coerce")
     status = trials["status"].astype(str)
     ok = status.isin(OK_STATUSES) & gap.notna()
     lr = pd.to_numeric(trials["lr"], errors="coerce")
@@ -564,14 +576,14 @@ def landscape_figure(trials: pd.DataFrame, space: dict, cell_id: str, chosen: in
         norm = Normalize(vmin=float(gap[ok].min()), vmax=float(gap[ok].max()) if gap[ok].nunique() > 1
                          else float(gap[ok].min()) + 1e-9)
         full = ok & (status == FINISHED)
-        early = ok & (status == EARLY)
+        early = ok & (status == STOPPED)
         sc = ax.scatter(lr[full], y[full], c=gap[full], cmap="RdYlGn_r", norm=norm, s=60, edgecolors="black",
                         linewidths=0.5, label="finished", zorder=3)
         if early.any():
             ax.scatter(lr[early], y[early], facecolors="none", edgecolors=[sc.cmap(norm(v)) for v in gap[early]],
                        s=60, linewidths=1.6, label="stopped early", zorder=3)
         if has_tau:
-            fig.colorbar(sc, ax=ax, label="Avg. Gap (lower is better)")
+            fig.colorbar(sc, ax=ax, label=f"{GAP} (lower is better)")
     bad = ~ok & lr.notna()
     if not has_tau:  # no tau axis: a trial without a measured gap sits at the top of the measured ones
         y[~ok] = float(gap[ok].max()) if ok.any() else 1.0
@@ -589,10 +601,10 @@ def landscape_figure(trials: pd.DataFrame, space: dict, cell_id: str, chosen: in
         tlo, thi, _, _ = space["tau"]
         ax.set_ylim(tlo - 0.03 * (thi - tlo), thi + 0.03 * (thi - tlo))
         ax.set_ylabel("tau (FaLW balancing factor)")
-        ax.set_title(f"{cell_id}: Avg. Gap over lr × tau ({int(ok.sum())} trials)", fontsize=10)
+        ax.set_title(f"{cell_id}: {GAP} over lr × tau ({int(ok.sum())} trials)", fontsize=10)
     else:
-        ax.set_ylabel("Avg. Gap (lower is better)")
-        ax.set_title(f"{cell_id}: Avg. Gap over lr ({int(ok.sum())} trials)", fontsize=10)
+        ax.set_ylabel(f"{GAP} (lower is better)")
+        ax.set_title(f"{cell_id}: {GAP} over lr ({int(ok.sum())} trials)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     return fig
@@ -608,13 +620,13 @@ def write_all(final_df: pd.DataFrame, reference, trials_df: pd.DataFrame, cells:
     and Retrain's per-class FA (``reference``: see :func:`reference_map`), and the search plots
     of every cell, starring the configuration chosen per cell: ``chosen`` (best.csv's rows) when
     given, else the one the final re-runs ran (``final_df`` rows with ``cell`` and hyperparameters),
-    else the trials' ``best`` column, else the rule (see :func:`chosen_position`). A plot that
-    cannot be drawn is reported as a warning, never an exception: a study's results must not be
-    lost to a figure."""
+    else the trials' ``best`` column, else the rule (see :func:`chosen_position`). A plot that its
+    data or its file keep from being drawn (:data:`DRAW_ERRORS`) is one warning naming it and why,
+    never an exception: a study's results must not be lost to a figure."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
-    final_ok = final_df[final_df["status"] == "finished"] if "status" in final_df else final_df
+    final_ok = final_df[final_df["status"] == FINISHED] if "status" in final_df else final_df
     if original is not None and len(original):
         final_ok = pd.concat([original.assign(method=ORIGINAL, falw=False), final_ok], ignore_index=True)
     for what, draw in (("deviation", lambda: deviation_plot(final_ok, reference, out_dir)),
@@ -622,6 +634,7 @@ def write_all(final_df: pd.DataFrame, reference, trials_df: pd.DataFrame, cells:
                                                       chosen if chosen is not None else final_df))):
         try:
             paths.extend(draw())
-        except Exception as e:  # noqa: BLE001 - a figure must not cost a study its results
-            warnings.warn(f"falw_ray: {what} plots failed: {type(e).__name__}: {e}", RuntimeWarning, stacklevel=2)
+        except DRAW_ERRORS as e:  # the frames themselves: each figure is caught where it is drawn
+            warnings.warn(f"falw_ray: {what} plots failed ({out_dir}): {type(e).__name__}: {e}", RuntimeWarning,
+                          stacklevel=2)
     return paths

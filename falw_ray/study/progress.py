@@ -19,6 +19,7 @@ import time
 from ray.tune import Callback
 
 from .cells import stage_config, trial_stage
+from .schema import ERROR, FINISHED, OBJECTIVE, STATUSES, STOPPED, status
 
 QUIET_EVERY = 300.0
 """Seconds between the one-line statuses of the quiet mode."""
@@ -26,6 +27,8 @@ MAX_CELL_LINES = 24
 """A status block lists every cell up to this many, else only the cells with running trials."""
 WIDTH = 92
 """Columns of a trial line, ``falw-ray: `` included it stays within 100."""
+SAID = {**{s: s for s in STATUSES}, ERROR: "failed"}
+"""A status as a person reads it: a trial that raised "failed" rather than the files' "error"."""
 
 
 def _shorten(text: str, room: int) -> str:
@@ -64,7 +67,7 @@ def _duration(seconds: float) -> str:
 class ProgressLine(Callback):
     """Progress of one stage (``search`` or ``final``) of ``total`` trials over ``cells``."""
 
-    OUTCOMES = ("finished", "stopped early", "diverged", "failed")
+    OUTCOMES = tuple(SAID[s] for s in STATUSES)
 
     def __init__(self, stage: str, total: int, say, cells: dict, mode: str | None = None,
                  every: float | None = None, clock=time.time, at_most: bool = False):
@@ -107,17 +110,12 @@ class ProgressLine(Callback):
             return
         result = self.last.get(trial.trial_id, {})
         cell = self.cells.get(self._cell(trial))
-        if result.get("diverged"):
-            how = "diverged"
-        elif cell is not None and result.get("epoch", 0) < cell.epochs:
-            how = "stopped early"
-        else:
-            how = "finished"
-        self._finish(trials, trial, how)
+        epochs = cell.epochs if cell is not None else result.get("epoch")  # a cell not given: its last epoch ends it
+        self._finish(trials, trial, status(result, epochs))
 
     def on_trial_error(self, iteration, trials, trial, **info):
         if self._mine(trial):
-            self._finish(trials, trial, "failed")
+            self._finish(trials, trial, ERROR)
 
     def on_step_end(self, iteration, trials, **info):
         now = self.clock()
@@ -151,9 +149,9 @@ class ProgressLine(Callback):
         result = self.last.get(trial.trial_id, {})
         cell = self._cell(trial)
         self.cell_of[trial.trial_id] = cell
-        gap = result.get("avg_gap")
-        if gap is not None and how in ("finished", "stopped early"):
-            pool = self.best if how == "finished" else self.best_early
+        gap = result.get(OBJECTIVE)
+        if gap is not None and how in (FINISHED, STOPPED):
+            pool = self.best if how == FINISHED else self.best_early
             pool[cell] = min(gap, pool.get(cell, float("inf")))
         if self.mode == "live":
             self._trial_line(trials, cell, how, result, gap)
@@ -164,7 +162,7 @@ class ProgressLine(Callback):
         """One line per trial, at most ``WIDTH`` columns: stage count, cell, epochs, its Avg. Gap, the
         cell's best by the rule that chooses its configuration, and the time left."""
         best = self.cell_best(cell)
-        what = {"finished": "", "stopped early": " stopped", "diverged": " diverged", "failed": " failed"}[how]
+        what = "" if how == FINISHED else " " + SAID[how].split()[0]
         gap_txt = f"gap {gap:6.2f}" if gap is not None else "no result"
         best_txt = f"  best {best:6.2f}" if best is not None else ""
         tail = f"{gap_txt}{what}{best_txt}  ~{_duration(self.eta())} left"
@@ -207,9 +205,10 @@ class ProgressLine(Callback):
         return self
 
     def counts(self) -> dict[str, int]:
+        """Trials done per status, as :data:`SAID` words it."""
         out = dict.fromkeys(self.OUTCOMES, 0)
         for how in self.outcome.values():
-            out[how] += 1
+            out[SAID[how]] += 1
         return out
 
     def _per_cell(self) -> int | None:
@@ -242,8 +241,7 @@ class ProgressLine(Callback):
         else:
             cells = f"cells {cells_running} running"
         tail = f"in {_duration(elapsed)}" if final else f"{_duration(elapsed)}, ~{_duration(self.eta())} left"
-        outcomes = ", ".join([f"{c['finished']} finished"]
-                             + [f"{c[k]} {k.split()[0]}" for k in ("stopped early", "diverged", "failed") if c[k]])
+        outcomes = ", ".join(f"{c[SAID[s]]} {SAID[s].split()[0]}" for s in STATUSES if s == FINISHED or c[SAID[s]])
         return (f"{self.stage} {self.done}/{self._total()} done ({outcomes}), "
                 f"{running} running; {cells}; {tail}")
 

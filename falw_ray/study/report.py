@@ -5,12 +5,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..metrics import gaps
+from ..metrics import SUMMARY, gaps
 from .results import final_table, format_table, paired_table, table_notes, to_markdown
+from .schema import FINISHED, METRICS, OBJECTIVE, RUNNING, status
 from .tracking import Tracker, TrackingError, per_class_from_metrics
 
 TRIAL_PARAMS = {"method", "falw", "scenario", "dataset", "model", "forget", "gamma", "seed", "epochs"}
 """Parameters of a trial run that are not its hyperparameters (see tracking.TrialLogger)."""
+LOGGED_AS = {"seconds": "elapsed"}
+"""A table column a trial's run logs under another name."""
 
 
 def default_report_dir(study: str) -> Path:
@@ -27,20 +30,20 @@ def final_frames(tracker: Tracker, study_run: str) -> tuple[pd.DataFrame, pd.Dat
     runs = tracker.children(study_run, "trial", "tags.stage = 'final' and attributes.status = 'FINISHED'")
     for run in sorted(runs, key=lambda r: r.info.start_time):
         p, m, t = run.data.params, run.data.metrics, run.data.tags
-        if t.get("diverged") == "true" or "avg_gap" not in m:
+        if t.get("diverged") == "true" or OBJECTIVE not in m:
             continue
         rows.append({"scenario": t["label"], "method": p["method"], "falw": p["falw"] == "True", "seed": int(p["seed"]),
-                     **{k: m.get(k) for k in ("fa", "ra", "ta", "mia", "avg_gap", "rte")}, "seconds": m.get("elapsed"),
-                     "status": "finished", "fa_per_class": per_class_from_metrics(m)})
+                     **{k: m.get(LOGGED_AS.get(k, k)) for k in METRICS},
+                     "status": FINISHED, "fa_per_class": per_class_from_metrics(m)})
     seeds = {(r["scenario"], r["seed"]) for r in rows}
     roles: dict[str, list] = {"retrained": [], "original": []}
     for run in tracker.children(study_run, "baseline"):
         p, m = run.data.params, run.data.metrics
         key = (p.get("label"), int(p["seed"]))
         if key in seeds and p.get("role") in roles:
-            roles[p["role"]].append({"scenario": key[0], "seed": key[1], **{k: m[k] for k in ("fa", "ra", "ta", "mia")},
+            roles[p["role"]].append({"scenario": key[0], "seed": key[1], **{k: m[k] for k in SUMMARY},
                                      "seconds": m["train_seconds"], "fa_per_class": per_class_from_metrics(m)})
-    columns = ["scenario", "seed", "fa", "ra", "ta", "mia", "seconds", "fa_per_class"]
+    columns = ["scenario", "seed", *SUMMARY, "seconds", "fa_per_class"]
     refs = pd.DataFrame(roles["retrained"], columns=columns).drop_duplicates(["scenario", "seed"])
     retrained = {(r["scenario"], r["seed"]): r for r in roles["retrained"]}
     original = []
@@ -53,20 +56,26 @@ def final_frames(tracker: Tracker, study_run: str) -> tuple[pd.DataFrame, pd.Dat
     return pd.DataFrame(rows), refs, pd.DataFrame(original)
 
 
+def trial_status(run) -> str:
+    """A trial's status by schema's rule, its last result read back from its MLflow run. A run still
+    open and not diverged is RUNNING; one closed without end tags (a trial replayed on resume) counts
+    as having run every epoch: nothing recorded says otherwise."""
+    p, m, t = run.data.params, run.data.metrics, run.data.tags
+    diverged = t.get("diverged") == "true"
+    if run.info.status not in ("FINISHED", "FAILED") and not diverged:
+        return RUNNING
+    epochs = int(p["epochs"]) if "epochs" in p else None
+    done = int(t["epochs_done"]) if "epochs_done" in t else epochs
+    result = {"epoch": done, "diverged": diverged, **({OBJECTIVE: m[OBJECTIVE]} if OBJECTIVE in m else {})}
+    return status(result, epochs, error=run.info.status == "FAILED")
+
+
 def search_frame(tracker: Tracker, study_run: str) -> pd.DataFrame:
     """The search stage's trials of one study run as recorded in MLflow: cell, method, FaLW, status,
     hyperparameters and last Avg. Gap, in the order the trials started."""
     rows = []
     for run in tracker.children(study_run, "trial", "tags.stage = 'search'"):
         p, m, t = run.data.params, run.data.metrics, run.data.tags
-        if run.info.status == "FAILED":
-            status = "error"
-        elif t.get("diverged") == "true":
-            status = "diverged"
-        elif run.info.status != "FINISHED":
-            status = "running"
-        else:
-            status = "stopped early" if t.get("stopped_early") == "True" else "finished"
         hp = {}
         for k, v in p.items():
             if k not in TRIAL_PARAMS:
@@ -75,8 +84,8 @@ def search_frame(tracker: Tracker, study_run: str) -> pd.DataFrame:
                 except ValueError:
                     pass
         rows.append({"cell": t.get("cell"), "scenario": t.get("label"), "method": p.get("method"),
-                     "falw": p.get("falw") == "True", "status": status, "order": run.info.start_time,
-                     "trial_id": t.get("trial_id"), "avg_gap": m.get("avg_gap"), "mlflow_run_id": run.info.run_id,
+                     "falw": p.get("falw") == "True", "status": trial_status(run), "order": run.info.start_time,
+                     "trial_id": t.get("trial_id"), OBJECTIVE: m.get(OBJECTIVE), "mlflow_run_id": run.info.run_id,
                      "best": t.get("best") == "true",
                      **hp})
     frame = pd.DataFrame(rows)

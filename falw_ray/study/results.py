@@ -7,16 +7,15 @@ import math
 import numpy as np
 import pandas as pd
 
-SUMMARY = ("fa", "ra", "ta", "mia", "avg_gap")
-LABELS = {"fa": "FA", "ra": "RA", "ta": "TA", "mia": "MIA", "avg_gap": "Avg. Gap", "seconds": "Time (s)", "rte": "RTE"}
+from .schema import CELL_METRICS, ERROR, FINISHED, LABELS, METRICS, OBJECTIVE, RETRAIN_ROW
 
 
 def ranked(outcomes: list[tuple[str, float]]) -> list[int]:
     """A cell's trials, given as (status, avg_gap) in the order they were created, best first: by
     Avg. Gap among those that ran every epoch and did not diverge (early-stopped and diverged ones
     count only when none finished, failed ones never), the earlier first on a tie."""
-    finished = [i for i, (status, _) in enumerate(outcomes) if status == "finished"]
-    pool = finished or [i for i, (status, _) in enumerate(outcomes) if status != "error"]
+    finished = [i for i, (status, _) in enumerate(outcomes) if status == FINISHED]
+    pool = finished or [i for i, (status, _) in enumerate(outcomes) if status != ERROR]
     return sorted((i for i in pool if not np.isnan(outcomes[i][1])), key=lambda i: (outcomes[i][1], i))
 
 
@@ -39,7 +38,7 @@ def best_per_cell(trials: pd.DataFrame, cells: dict) -> pd.DataFrame:
     """The best trial of each cell (see :func:`best_of`)."""
     rows = []
     for cell_id, group in trials.groupby("cell", sort=False):
-        best = best_of(list(zip(group["status"], group["avg_gap"].astype(float))))
+        best = best_of(list(zip(group["status"], group[OBJECTIVE].astype(float))))
         if best is not None:
             rows.append(group.iloc[best])
     return pd.DataFrame(rows).reset_index(drop=True)
@@ -53,8 +52,8 @@ REFERENCE_ROWS = ("retrain", "original")
 def final_table(final: pd.DataFrame, reference: pd.DataFrame, original: pd.DataFrame | None = None) -> pd.DataFrame:
     """Mean and std over seeds per scenario, method and FaLW, with Retrain's row and the original
     model's own row (its gaps to Retrain: doing nothing) first per scenario."""
-    cols = [*SUMMARY, "seconds", "rte"]
-    frames = [reference.assign(method="retrain", falw="-", avg_gap=0.0, rte=1.0)] if len(reference) else []
+    cols = list(METRICS)
+    frames = [reference.assign(method="retrain", falw="-", **RETRAIN_ROW)] if len(reference) else []
     if original is not None and len(original):
         frames.append(original.assign(method="original", falw="-", seconds=0.0, rte=0.0))
     frames.append(final.assign(falw=final["falw"].map({True: "on", False: "off"})))
@@ -66,8 +65,8 @@ def final_table(final: pd.DataFrame, reference: pd.DataFrame, original: pd.DataF
     first = {sc: i for i, sc in enumerate(dict.fromkeys(data["scenario"]))}
     table = table.sort_values("scenario", key=lambda col: col.map(first), kind="stable").reset_index(drop=True)
     methods = table[~table["method"].isin(REFERENCE_ROWS)]
-    low = methods.groupby("scenario")["avg_gap_mean"].transform("min").round(2)
-    table["best"] = table.index.isin(methods.index[methods["avg_gap_mean"].round(2) == low])
+    low = methods.groupby("scenario")[f"{OBJECTIVE}_mean"].transform("min").round(2)
+    table["best"] = table.index.isin(methods.index[methods[f"{OBJECTIVE}_mean"].round(2) == low])
     return table
 
 
@@ -75,16 +74,17 @@ def format_table(table: pd.DataFrame, markdown: bool = False) -> pd.DataFrame:
     """The paper's layout: 'mean ± std' strings; the best Avg. Gap per scenario (every row that ties
     at two decimals) in bold for Markdown, marked in a column of its own for the console."""
     out = table[["scenario", "method", "falw"]].copy()
-    for c in (*SUMMARY, "seconds", "rte"):
+    for c in METRICS:
         out[LABELS[c]] = [f"{m:.2f} ± {s:.2f}" for m, s in zip(table[f"{c}_mean"], table[f"{c}_std"])]
     if markdown:
-        out["Avg. Gap"] = [f"**{v}**" if b else v for v, b in zip(out["Avg. Gap"], table["best"])]
+        best = LABELS[OBJECTIVE]
+        out[best] = [f"**{v}**" if b else v for v, b in zip(out[best], table["best"])]
     else:
         out["best"] = ["*" if b else "" for b in table["best"]]
     return out
 
 
-def paired_difference(a: pd.DataFrame, b: pd.DataFrame, metric: str = "avg_gap") -> dict:
+def paired_difference(a: pd.DataFrame, b: pd.DataFrame, metric: str = OBJECTIVE) -> dict:
     """``b - a`` on ``metric``, paired by seed (both ran on the same baselines and splits): mean,
     std, a 95% t interval, how often b was lower (wins), and a paired t-test's two-sided p-value."""
     from scipy import stats
@@ -107,7 +107,7 @@ def paired_table(final: pd.DataFrame, pairs: list[tuple[str, str]] = ()) -> pd.D
     """Per scenario, each method's FaLW on minus off, then each named pair of cell labels (b minus a),
     on the final seeds' Avg. Gap: negative means the second is closer to Retrain."""
     rows = []
-    done = final[final["status"] == "finished"] if "status" in final else final
+    done = final[final["status"] == FINISHED] if "status" in final else final
     labels = done["method"] + np.where(done["falw"] & (done["method"] != "falw"), "+falw", "")
     done = done.assign(label=labels)
     for scenario, group in done.groupby("scenario", sort=False):
@@ -127,15 +127,11 @@ def format_paired(paired: pd.DataFrame) -> pd.DataFrame:
 
     return pd.DataFrame({
         "scenario": paired["scenario"], "difference": paired["b"] + " - " + paired["a"],
-        "Avg. Gap diff": [num(v) for v in paired["mean"]],
+        f"{LABELS[OBJECTIVE]} diff": [num(v) for v in paired["mean"]],
         "95% interval": [f"[{num(lo)}, {num(hi)}]" for lo, hi in zip(paired["ci_low"], paired["ci_high"])],
         "wins": [f"{w}/{n}" for w, n in zip(paired["wins"], paired["n"])],
         "p (paired t)": ["-" if math.isnan(p) else f"{p:.3f}" for p in paired["p_value"]],
     })
-
-
-CELL_METRICS = ("avg_gap", "fa", "ra", "ta", "mia", "fa_gap", "ra_gap", "ta_gap", "mia_gap")
-"""What a cell's MLflow run carries of its final seeds, as mean and ``_std``."""
 
 
 def cell_summary(final: pd.DataFrame, paired: pd.DataFrame, cell_id: str, method: str, falw: bool,
@@ -143,7 +139,7 @@ def cell_summary(final: pd.DataFrame, paired: pd.DataFrame, cell_id: str, method
     """A cell's final result: mean and std over its finished final runs of every ``CELL_METRICS``,
     the number of seeds, and, for a FaLW cell, the paired difference to its FaLW-off twin
     (``falw_diff`` = on minus off, with its interval, wins and p-value)."""
-    runs = final[(final["cell"] == cell_id) & (final["status"] == "finished")] if len(final) else final
+    runs = final[(final["cell"] == cell_id) & (final["status"] == FINISHED)] if len(final) else final
     out: dict[str, float] = {"seeds": float(len(runs))}
     for k in CELL_METRICS:
         if len(runs) and k in runs:
