@@ -3,9 +3,11 @@ tracking outages (a stalled, a stopped and a restarted MLflow server) lose no co
 none twice, and leave MLflow with exactly one complete run per trial and nothing RUNNING."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -191,7 +193,7 @@ FAST_FAIL = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOU
 def test_a_tracking_outage_past_the_retry_budget_never_stops_the_study(tmp_path, server):
     """The server is stopped mid-study and stays down: the study still finishes (exit 0, its tables
     written), says what was not written and how to finish it; with the server back, resume writes
-    every run exactly once and runs no trial again."""
+    every run exactly once and runs no trial again (``falw-ray sync``: resume that refuses to run any)."""
     journal = tmp_path / "store" / "ray" / "tiny.finished.jsonl"
     proc = study(tmp_path, "run", TINY, server.uri, FAST_FAIL)
     wait_for(journal, proc, 1)
@@ -203,8 +205,9 @@ def test_a_tracking_outage_past_the_retry_budget_never_stops_the_study(tmp_path,
     assert_trials_csv(tmp_path / "store" / "tiny", recorded)
 
     server.start()
-    text = finish(study(tmp_path, "resume", TINY, server.uri))
-    assert records(journal) == recorded, "resume ran nothing again"
+    text = finish(study(tmp_path, "sync", TINY, server.uri))
+    assert "MLflow run(s) rebuilt" in text, text
+    assert records(journal) == recorded, "sync ran nothing again"
     assert_one_complete_run_per_trial(server.uri, "tiny", recorded)
     client = MlflowClient(server.uri)
     exp = client.get_experiment_by_name("tiny")
@@ -245,3 +248,67 @@ def test_a_tracking_server_restarted_mid_study_loses_nothing(tmp_path, server):
     assert len(kept) == 3 * 10 + 3
     assert_one_complete_run_per_trial(server.uri, "soak", kept)
     assert_trials_csv(tmp_path / "store" / "soak", kept)
+
+
+def test_sync_refuses_a_study_with_trials_still_to_run(tmp_path):
+    """sync writes what the journal holds and runs nothing: with trials missing it stops in one line
+    before Ray or MLflow is touched."""
+    proc = subprocess.run([sys.executable, "-m", "falw_ray.cli", "sync", str(TINY), "--storage", str(tmp_path / "store"),
+                           "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (f"falw-ray: {tmp_path / 'store' / 'ray' / 'tiny.finished.jsonl'}: study tiny still has "
+                                   f"trials to run; sync runs none (`falw-ray resume {TINY} --storage "
+                                   f"{tmp_path / 'store'} --tracking-uri sqlite:///{tmp_path / 'm.db'}` does)")
+    assert not (tmp_path / "m.db").exists()
+
+
+class FullDisk:
+    """``os`` for the journal, with fsync failing as a full disk makes it (ENOSPC) from call ``after`` on."""
+
+    def __init__(self, after: int):
+        self.calls, self.after = 0, after
+
+    def fsync(self, fd):
+        self.calls += 1
+        if self.calls > self.after:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return os.fsync(fd)
+
+    def __getattr__(self, name):
+        return getattr(os, name)
+
+
+def test_a_full_disk_stops_the_study_naming_the_file_and_resume_completes_it(tmp_path, monkeypatch):
+    """The disk fills as the third trial is recorded: the study stops with an error naming the journal
+    and the trial (not a traceback from deep inside Tune), the two trials recorded before are intact,
+    and once there is room resume completes the study with every trial recorded once."""
+    import ray
+
+    from falw_ray.study import journal as journal_module
+    from falw_ray.study.runner import Study
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    path = tmp_path / "store" / "ray" / "tiny.finished.jsonl"
+    monkeypatch.setattr(journal_module, "os", FullDisk(after=2))
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        with pytest.raises(OSError) as err:
+            Study.from_yaml(TINY).run(tracking_uri=uri, storage=tmp_path / "store", progress=False)
+    finally:
+        ray.shutdown()
+    assert re.fullmatch(rf"{re.escape(str(path))}: could not record trial \w+ \(No space left on device\)",
+                        str(err.value)), str(err.value)
+    assert len(records(path)) == 2
+    monkeypatch.undo()
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        result = Study.from_yaml(TINY).run(tracking_uri=uri, storage=tmp_path / "store", progress=False, resume=True)
+    finally:
+        ray.shutdown()
+    kept = records(path)
+    assert len(kept) == 2 * 2 + 2 and sorted(result.trials["trial_id"]) == sorted(
+        t for t, r in kept.items() if r["stage"] == "search")
+    assert_one_complete_run_per_trial(uri, "tiny", kept)
+    assert_trials_csv(tmp_path / "store" / "tiny", kept)

@@ -135,3 +135,28 @@ def test_cell_best_is_the_one_the_study_will_pick():
         if t is trials[0]:
             assert p.cell_best("s/ga+falw") == 0.5
     assert p.cell_best("s/ga+falw") == 2.0
+
+
+def test_a_resumed_stage_counts_the_trials_its_journal_holds():
+    """After a resume the counts are the study's (the journal's 3 of 4 trials, one of them from the
+    final stage and not counted here), the cells' bests include the earlier trials, and the time left
+    comes from this run's pace alone."""
+    from falw_ray.study.journal import entry
+
+    journal = {
+        "a": entry("a", "search", {"cell": "s/ga+falw", "seq": 0}, 0, "finished", {"epoch": 3, "avg_gap": 2.0}),
+        "b": entry("b", "search", {"cell": "s/ft", "seq": 1}, 1, "error", None, error="died"),
+        "c": entry("c", "final", {"final": {"cell": "s/ft", "seed": 1}, "seq": 2}, 2, "finished", {"epoch": 2}),
+    }
+    clock, said = Clock(), []
+    p = ProgressLine("search", 4, said.append, CELLS, mode="live", every=30, clock=clock).replay(journal)
+    assert p.headline(None) == "search 2/4 done (1 finished, 1 failed), 0 running; cells 0/2 done; 0s, ~? left"
+    assert (p.done, p.counts()["finished"], p.counts()["failed"], p.cell_best("s/ga+falw")) == (2, 1, 1, 2.0)
+    trials = [trial(5, "s/ft")]
+    p.on_trial_start(0, trials, trials[0])
+    clock.now += 10
+    p.on_trial_result(0, trials, trials[0], {"epoch": 2, "avg_gap": 1.5})
+    p.on_trial_complete(0, trials, trials[0])
+    assert said[0] == "search 3/4 s/ft e2 gap   1.50  best   1.50  ~10s left", "1 trial in 10 s, 1 to go"
+    assert p.cell_states() == {"s/ga+falw": {"done": 1, "running": 0, "best": 2.0},
+                               "s/ft": {"done": 2, "running": 0, "best": 1.5}}

@@ -106,3 +106,12 @@ def test_every_metric_is_a_table_column_and_no_hyperparameter():
     assert list(format_table(table).columns) == ["scenario", "method", "falw", "FA", "RA", "TA", "MIA", "Avg. Gap",
                                                  "Time (s)", "RTE", "best"]
     assert set(schema.METRICS) | set(schema.EPOCH_METRICS) | set(schema.TRIAL_METRICS) <= plots.HP_SKIP
+
+
+def test_the_measured_metrics_are_the_ones_the_core_computes():
+    from falw_ray.metrics import SUMMARY
+    from falw_ray.study import schema
+
+    assert schema.MEASURED == SUMMARY
+    assert schema.GAPS == ("fa_gap", "ra_gap", "ta_gap", "mia_gap")
+    assert schema.TABLE_METRICS == ("fa", "ra", "ta", "mia", "avg_gap")

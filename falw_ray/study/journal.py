@@ -45,18 +45,24 @@ class Journal:
         self.path.unlink(missing_ok=True)
 
     def append(self, record: dict) -> None:
-        """Append and fsync; an error names the file (a full disk must not pass unnoticed)."""
+        """Append and fsync. A failed write (a full disk) is taken back, so the file holds exactly
+        the trials the study knows are recorded, and the error names the file and the trial."""
         line = json.dumps(record).encode() + b"\n"
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.path, "ab+") as f:
-                if f.seek(0, os.SEEK_END) > 0:
+                end = f.seek(0, os.SEEK_END)
+                if end > 0:
                     f.seek(-1, os.SEEK_END)
                     if f.read(1) != b"\n":  # a line cut short by a crash: start on a line of our own
                         line = b"\n" + line
-                f.write(line)
-                f.flush()
-                os.fsync(f.fileno())
+                try:
+                    f.write(line)
+                    f.flush()
+                    os.fsync(f.fileno())
+                except OSError:
+                    f.truncate(end)
+                    raise
         except OSError as e:
             raise OSError(f"{self.path}: could not record trial {record.get('trial_id')} "
                           f"({e.strerror or e})") from None

@@ -150,9 +150,7 @@ class ProgressLine(Callback):
         cell = self._cell(trial)
         self.cell_of[trial.trial_id] = cell
         gap = result.get(OBJECTIVE)
-        if gap is not None and how in (FINISHED, STOPPED):
-            pool = self.best if how == FINISHED else self.best_early
-            pool[cell] = min(gap, pool.get(cell, float("inf")))
+        self._keep_best(cell, how, gap)
         if self.mode == "live":
             self._trial_line(trials, cell, how, result, gap)
         if self.done >= self.total:
@@ -187,20 +185,21 @@ class ProgressLine(Callback):
             return float("nan")
         return (self.clock() - self.start) / (self.done - self.resumed) * max(0, self.total - self.done)
 
+    def _keep_best(self, cell: str, how: str, gap) -> None:
+        if gap is not None and how in (FINISHED, STOPPED):
+            pool = self.best if how == FINISHED else self.best_early
+            pool[cell] = min(gap, pool.get(cell, float("inf")))
+
     def replay(self, records: dict[str, dict]) -> "ProgressLine":
         """Count the trials of this stage a resumed study completed before (journal records), so
         its counts and cells are the study's, not this run's alone; the pace is this run's."""
         for record in records.values():
             if record["stage"] != self.stage:
                 continue
-            result, trial_id = record["result"], record["trial_id"]
+            trial_id, how = record["trial_id"], record["status"]
             cell = stage_config(record["config"]).get("cell", "?")
-            how = "failed" if record["status"] == "error" else record["status"]
-            self.outcome[trial_id], self.cell_of[trial_id], self.last[trial_id] = how, cell, result
-            gap = result.get("avg_gap")
-            if gap is not None and how in ("finished", "stopped early"):
-                pool = self.best if how == "finished" else self.best_early
-                pool[cell] = min(gap, pool.get(cell, float("inf")))
+            self.outcome[trial_id], self.cell_of[trial_id] = how, cell
+            self._keep_best(cell, how, record["result"].get(OBJECTIVE))
         self.done = self.resumed = len(self.outcome)
         return self
 

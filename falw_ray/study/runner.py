@@ -30,7 +30,8 @@ from .spec import StudyError, StudySpec, load_study, parse_study
 from .progress import ProgressLine
 from .connect import connect_ray
 from .journal import Journal
-from .schema import ERROR, FINISHED, TRIAL_METRICS
+from .nodes import check_shared_storage
+from .schema import ERROR, FINISHED, MEASURED, OBJECTIVE, TRIAL_METRICS
 from .tracking import TRACKING_ERRORS, Tracker, TrialLogger
 
 QUIET_ENV = {
@@ -127,6 +128,8 @@ class Study:
                                  *(["--tracking-uri", tracking_uri] if tracking_uri else []),
                                  *(["--address", address] if address else [])])
         _check_writable(root, "--storage" if storage else f"{self.source}: storage")
+        if sync_only:
+            self._check_recorded(root)
         for k, v in QUIET_ENV.items():
             os.environ.setdefault(k, v)
         # Tracking is checked before Ray starts (an unreachable store costs a second, not a cluster
@@ -139,11 +142,10 @@ class Study:
                         logging_level=logging.INFO if verbose else logging.ERROR,
                         runtime_env={"env_vars": dict(QUIET_ENV)} if address else None, **local)
         _check_resources(spec, self.source, address, ray.cluster_resources())
+        check_shared_storage(root)
         self.concurrency = spec.search.max_concurrent or _slots(spec, address, ray.cluster_resources())
         tracker.connect()
         say(f"results: {results_dir}; baseline store: {root / 'baselines'}; MLflow: {tracker.uri}")
-        if sync_only:
-            self._check_recorded(root)
         study_run = tracker.resume_study() if resume else None
         if study_run is None and sync_only:
             raise StudyError(f"{self.source}: MLflow at {tracker.uri} has no unfinished run of study {spec.name} "
@@ -214,6 +216,7 @@ class Study:
     def _run(self, tracker: Tracker, root: Path, results_dir: Path, say, resume: bool,
              sync_only: bool = False) -> StudyResult:
         from ray import tune
+        from ray.tune.error import TuneError
 
         from .search import CellScheduler, rung_epochs
         from .shared import SharedObjects
@@ -298,8 +301,13 @@ class Study:
                 num_samples=max(1, n_search + n_select + n_final - len(records)),
                 max_concurrent_trials=self.concurrency, reuse_actors=True,
             ))
-            with _no_result_files_warning():
-                tuner.fit()
+            try:
+                with _no_result_files_warning():
+                    tuner.fit()
+            except TuneError:
+                if logger.failure is not None:  # the journal could not be written: that, not Tune's traceback
+                    raise logger.failure from None
+                raise
         lost = logger.flush()
         records = journal.load()
         if logger.open or not searcher(records).finished():
@@ -422,15 +430,15 @@ def _chosen(best: pd.DataFrame, selection: pd.DataFrame, trials: pd.DataFrame, c
         space = list(cells[row["cell"]].space)
         ranks = sorted(runs["rank"].unique())
         gaps = [[g if s in ("finished", "diverged") else float("nan")
-                 for s, g in zip(runs[runs["rank"] == r]["status"], runs[runs["rank"] == r]["avg_gap"])] for r in ranks]
+                 for s, g in zip(runs[runs["rank"] == r]["status"], runs[runs["rank"] == r][OBJECTIVE])] for r in ranks]
         pick = ranks[choose(gaps)]
         picked = runs[runs["rank"] == pick]
         same = trials[(trials["cell"] == row["cell"])
                       & np.logical_and.reduce([trials[k] == picked.iloc[0][k] for k in space])]
-        out = same.sort_values("avg_gap", kind="stable").iloc[0].copy() if len(same) else row.copy()
+        out = same.sort_values(OBJECTIVE, kind="stable").iloc[0].copy() if len(same) else row.copy()
         out["search_rank"] = int(pick) + 1
-        out["selection_avg_gap"] = float(picked["avg_gap"].mean())
-        out["selection_avg_gap_std"] = float(picked["avg_gap"].std(ddof=0))
+        out[f"selection_{OBJECTIVE}"] = float(picked[OBJECTIVE].mean())
+        out[f"selection_{OBJECTIVE}_std"] = float(picked[OBJECTIVE].std(ddof=0))
         out["selection_seeds"] = len(picked)
         rows.append(out)
     return pd.DataFrame(rows).reset_index(drop=True)
@@ -459,7 +467,7 @@ def _original_frame(events: list[dict], keys: set[str]) -> pd.DataFrame:
             o, r = e["metrics"]["original"], e["metrics"]["retrained"]
             g = gaps_to(o, r)
             rows.append({"scenario": scenario_label(e["scenario"]), "seed": e["scenario"].seed,
-                         **{k: o[k] for k in ("fa", "ra", "ta", "mia")}, **g, "fa_per_class": o.get("fa_per_class")})
+                         **{k: o[k] for k in MEASURED}, **g, "fa_per_class": o.get("fa_per_class")})
     return pd.DataFrame(rows)
 
 
@@ -469,7 +477,7 @@ def _reference_frame(events: list[dict], keys: set[str]) -> pd.DataFrame:
         if e["key"] in keys:
             m = e["metrics"]["retrained"]
             rows.append({"scenario": scenario_label(e["scenario"]), "seed": e["scenario"].seed,
-                         **{k: m[k] for k in ("fa", "ra", "ta", "mia")}, "seconds": e["metrics"]["retrain_seconds"],
+                         **{k: m[k] for k in MEASURED}, "seconds": e["metrics"]["retrain_seconds"],
                          "fa_per_class": m.get("fa_per_class")})
     return pd.DataFrame(rows)
 

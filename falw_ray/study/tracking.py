@@ -35,7 +35,7 @@ from ray.tune import Callback
 
 from .cells import scenario_label, stage_config, trial_stage
 from .journal import entry
-from .schema import EPOCH_METRICS, ERROR, OBJECTIVE, status as trial_status
+from .schema import EPOCH_METRICS, ERROR, MEASURED, OBJECTIVE, status as trial_status
 
 PARENT = "mlflow.parentRunId"
 
@@ -81,22 +81,22 @@ def view_state(stage: str, study_run: str | None = None) -> dict:
     if stage == "cell":
         return {
             "searchFilter": f"tags.kind = 'cell'{scope}",
-            "orderByKey": col("metrics", "avg_gap"),
+            "orderByKey": col("metrics", OBJECTIVE),
             "orderByAsc": True,
             "selectedColumns": [
-                *(col("metrics", k) for k in ("avg_gap", "avg_gap_std", "falw_diff")),
-                *(col("metrics", k) for k in ("fa", "ra", "ta", "mia")),
+                *(col("metrics", k) for k in (OBJECTIVE, f"{OBJECTIVE}_std", "falw_diff")),
+                *(col("metrics", k) for k in MEASURED),
                 *(col("params", k) for k in ("lr", "tau")),
                 *(col("tags", k) for k in ("method", "falw", "scenario")),
             ],
         }
     return {
         "searchFilter": f"tags.kind = 'trial' and tags.stage = '{stage}'{scope}",
-        "orderByKey": col("metrics", "avg_gap"),
+        "orderByKey": col("metrics", OBJECTIVE),
         "orderByAsc": True,
         "selectedColumns": [
-            col("metrics", "avg_gap"), *(col("params", k) for k in ("seed", "lr", "tau")),
-            *(col("metrics", k) for k in ("fa", "ra", "ta", "mia")),
+            col("metrics", OBJECTIVE), *(col("params", k) for k in ("seed", "lr", "tau")),
+            *(col("metrics", k) for k in MEASURED),
             *(col("tags", k) for k in ("method", "falw", "scenario", "best")),
         ],
     }
@@ -273,7 +273,7 @@ class Tracker:
     def _set_views(self) -> None:
         try:
             self._ensure_views(self.client.get_experiment(self.experiment_id))
-        except Exception as e:  # noqa: BLE001 - a read-only or older server: the runs are logged all the same
+        except TRACKING_ERRORS as e:  # a read-only or older server: the runs are logged all the same
             warnings.warn(f"falw_ray: could not set the experiment's shared MLflow views: {_first_line(e)}",
                           RuntimeWarning, stacklevel=2)
 
@@ -348,7 +348,7 @@ class Tracker:
                     "seed": scenario.seed, "role": role, "label": label},
             tags={"kind": "baseline", "role": role, "scenario": scenario.name, "cache": cache},
         )
-        self.log_metrics(run, {**{k: metrics[k] for k in ("fa", "ra", "ta", "mia")}, "train_seconds": seconds,
+        self.log_metrics(run, {**{k: metrics[k] for k in MEASURED}, "train_seconds": seconds,
                                **per_class_metrics(metrics.get("fa_per_class"))})
         self.end(run)
         return run
@@ -364,7 +364,7 @@ class Tracker:
                 metrics[f"{key}.{field}"] = getattr(r, field)
         if original is not None and len(original):
             for scenario, rows in original.groupby("scenario", sort=False):
-                metrics[f"original.{mlflow_key(scenario)}.avg_gap"] = float(rows["avg_gap"].mean())
+                metrics[f"original.{mlflow_key(scenario)}.{OBJECTIVE}"] = float(rows[OBJECTIVE].mean())
         self.log_metrics(self.study_run, {k: v for k, v in metrics.items() if v == v})
         if warnings:
             self.tag(self.study_run, {"edge_warnings": "\n".join(warnings)})
@@ -377,19 +377,25 @@ class Tracker:
         self.client.log_dict(self.study_run, space, SEARCH_SPACE)
 
     def search_space(self, study_run: str) -> dict | None:
-        """What :meth:`log_search_space` wrote: cell id -> {name: Param-like}, or None."""
+        """What :meth:`log_search_space` wrote: cell id -> {name: Param-like}; None for a study run
+        without it (one tracked before search_space.json existed: the report infers the space). A
+        store that fails to answer, or a file that is not the JSON it should be, is a one-line
+        TrackingError, not a guessed space."""
         import tempfile
         from types import SimpleNamespace
 
         saved = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
         os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
         try:
+            if SEARCH_SPACE not in {a.path for a in self.client.list_artifacts(study_run)}:
+                return None
             with tempfile.TemporaryDirectory() as tmp:
                 path = self.client.download_artifacts(study_run, SEARCH_SPACE, tmp)
                 with open(path) as f:
                     raw = json.load(f)
-        except Exception:  # noqa: BLE001 - a study from before search_space.json: the report infers it
-            return None
+        except (*TRACKING_ERRORS, json.JSONDecodeError) as e:
+            raise TrackingError(f"MLflow tracking at {self.uri}: {SEARCH_SPACE} of run {study_run} could not be "
+                                f"read: {_first_line(e)}") from None
         finally:
             if saved is None:
                 os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
@@ -501,9 +507,11 @@ class Writer:
                     continue
                 fn(*args)
                 self.down_since = None
-            except Exception as e:  # noqa: BLE001 - any failed write is rebuilt from the journal; compute goes on
+            except TRACKING_ERRORS as e:  # the store is down or failing: rebuilt from the journal later
                 self.down_since = self.clock()
                 self.errors.append(f"{getattr(fn, '__name__', fn)}: {str(e).strip()[:200]}")
+            except Exception as e:  # noqa: BLE001 - a bug in one write must not stop the thread (flush would wait forever)
+                self.errors.append(f"{getattr(fn, '__name__', fn)}: {type(e).__name__}: {str(e).strip()[:200]}")
             finally:
                 self._queue.task_done()
 
@@ -535,6 +543,7 @@ class TrialLogger(Callback):
         self.open: dict[str, str] = {}  # trials started and not yet ended -> their stage
         self.cell_runs: dict[str, str] = tracker.cell_runs() if tracker.study_run else {}
         self.history: dict[str, list[dict]] = {}
+        self.failure: OSError | None = None
         self.writer = Writer()
 
     def flush(self) -> list[str]:
@@ -591,7 +600,13 @@ class TrialLogger(Callback):
         status = trial_status(last, cell.epochs, error is not None)
         record = entry(trial.trial_id, trial_stage(trial.config), trial.config, int(trial.config.get("seq", -1)),
                        status, last, history, error)
-        self.journal.append(record)
+        if self.failure is not None:  # the record cannot be trusted past a failed write: stop recording
+            raise self.failure
+        try:
+            self.journal.append(record)
+        except OSError as e:  # a full disk: Tune stops with it, and the runner raises it (naming the file)
+            self.failure = e
+            raise
         return record
 
     def on_trial_complete(self, iteration, trials, trial, **info):

@@ -11,6 +11,7 @@ from ray import tune
 from ..experiment import run_method
 from ..unlearn import DivergedError
 from .cells import stage_config, trial_stage
+from .schema import OBJECTIVE
 from .shared import dataset_key
 
 DIVERGED_GAP = 100.0
@@ -47,5 +48,5 @@ def unlearning_trial(config: dict, cells: dict, baselines: dict, datasets: dict,
                    eval_epochs=None if evaluate is None else evaluate[stage][cell.id], compile=compile,
                    options=cell.options, precision=precision)
     except DivergedError as e:
-        tune.report({**placement, "avg_gap": DIVERGED_GAP, "diverged": True, "error": str(e), "cell": cell.id,
+        tune.report({**placement, OBJECTIVE: DIVERGED_GAP, "diverged": True, "error": str(e), "cell": cell.id,
                      "seed": scenario.seed, "trial_seconds": time.perf_counter() - started})
