@@ -153,6 +153,14 @@ def test_a_driver_killed_at_random_moments_loses_nothing_and_runs_nothing_twice(
         if trial_id in before:  # a completed trial's run, written before the kill, is kept as it was
             assert steps(client, run_id) == history
     assert_trials_csv(tmp_path / "store" / "soak", kept)
+    exp = client.get_experiment_by_name("soak")
+    logged = sorted((r.data.params["role"], int(r.data.params["seed"]))
+                    for r in client.search_runs([exp.experiment_id], "tags.kind = 'baseline'"))
+    assert logged == [("original", 0), ("original", 1), ("retrained", 0), ("retrained", 1)], \
+        "each baseline logged once, not again on each resume"
+    table = pd.read_csv(tmp_path / "store" / "soak" / "table.csv")
+    assert sorted(zip(table["method"], table["falw"].astype(str))) == [
+        ("ft", "off"), ("ga", "off"), ("ga", "on"), ("original", "-"), ("retrain", "-")]
 
 
 @pytest.fixture()

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .cells import STAGES, Cell, build_cells, scenario_label, stage_config, trial_stage
+from .cells import STAGES, Cell, build_cells, scenario_label, stage_config
 from ..metrics import gaps as gaps_to
 from .results import (best_per_cell, cell_summary, choose, edge_warnings, final_table, format_paired, format_table,
                       paired_table, table_notes, to_markdown)

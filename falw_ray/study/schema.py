@@ -9,8 +9,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..metrics import SUMMARY
-
 
 @dataclass(frozen=True)
 class MetricDef:

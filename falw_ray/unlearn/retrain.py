@@ -17,7 +17,6 @@ from __future__ import annotations
 from dataclasses import replace
 from functools import partial
 
-import torch.nn as nn
 
 from ..models import build_model
 from ..recipe import Recipe, default_recipe
