@@ -180,3 +180,25 @@ def test_a_study_on_such_a_cluster_is_refused_before_writing_anything(private_no
         Study.from_yaml(ROOT / "tests" / "data" / "tiny_study.yaml").run(
             address="auto", storage=storage, tracking_uri=f"sqlite:///{tmp_path / 'm.db'}", progress=False)
     assert list(storage.iterdir()) == [] and not (tmp_path / "m.db").exists(), "nothing written, MLflow untouched"
+
+
+def test_a_baseline_built_where_the_driver_cannot_see_it_stops_the_study(tmp_path):
+    """A node that joined after the start's check (an autoscaled worker) and trains into storage of
+    its own is caught when its baseline task returns: one line naming the node, the role and the
+    path; a baseline that is in the shared store passes."""
+    from falw_ray.scenario import Scenario
+    from falw_ray.store import BaselineStore
+    from falw_ray.study.shared import check_stored
+
+    scenario = Scenario(dataset="digits")
+    store = BaselineStore(tmp_path)
+    with pytest.raises(StudyError) as err:
+        check_stored(scenario, str(tmp_path), "10.0.0.7")
+    assert str(err.value) == (f"storage: node 10.0.0.7 built the original baseline of {scenario.name} into its own "
+                              f"{store.path('original', scenario.original_key())}, which this driver does not see: "
+                              "every node must mount the study's storage at the same path")
+    store.path("original", scenario.original_key()).mkdir(parents=True)
+    with pytest.raises(StudyError, match="built the retrained baseline"):
+        check_stored(scenario, str(tmp_path), "10.0.0.7")
+    store.path("retrained", scenario.key()).mkdir(parents=True)
+    check_stored(scenario, str(tmp_path), "10.0.0.7")

@@ -19,6 +19,7 @@ from ..data.arrays import DatasetArrays
 from ..data.registry import load_dataset
 from ..scenario import Scenario
 from ..store import BaselineStore
+from .spec import StudyError
 
 
 def dataset_key(s: Scenario) -> str:
@@ -28,10 +29,24 @@ def dataset_key(s: Scenario) -> str:
 
 @ray.remote(num_returns=2)
 def build_baselines(scenario: Scenario, store_root: str, threads: int) -> tuple[Baselines, dict]:
-    """Get each baseline from the store or train it, then evaluate both on the scenario."""
+    """Get each baseline from the store or train it, then evaluate both on the scenario; the event
+    names the node it ran on."""
     torch.set_num_threads(max(1, threads))
-    return store_baselines(scenario, BaselineStore(store_root),
-                           log=lambda msg: print(f"falw-ray: {msg}", file=sys.stderr, flush=True))
+    b, event = store_baselines(scenario, BaselineStore(store_root),
+                               log=lambda msg: print(f"falw-ray: {msg}", file=sys.stderr, flush=True))
+    return b, {**event, "node": ray.util.get_node_ip_address()}
+
+
+def check_stored(scenario: Scenario, store_root: str, node: str) -> None:
+    """A baseline a task built must be in the store the driver sees: a node that joined after the
+    start's storage check (an autoscaled worker) and does not share the storage would otherwise
+    train into a private copy, and every later study would train it again."""
+    store = BaselineStore(store_root)
+    for role, key in (("original", scenario.original_key()), ("retrained", scenario.key())):
+        if not store.path(role, key).exists():
+            raise StudyError(f"storage: node {node} built the {role} baseline of {scenario.name} into its own "
+                             f"{store.path(role, key)}, which this driver does not see: every node must mount the "
+                             f"study's storage at the same path")
 
 
 @dataclass
@@ -44,11 +59,13 @@ class SharedObjects:
     pending: dict[str, tuple[ray.ObjectRef, Scenario]] = field(default_factory=dict)
     ready: dict[str, dict] = field(default_factory=dict)
     arrays: dict[str, DatasetArrays] = field(default_factory=dict, repr=False)
+    store_root: str = ""
 
     def start(self, scenarios: list[Scenario], store_root: str, cpu: float, gpu: float) -> None:
         """Put the stored baselines of these scenarios in the object store, and start Ray tasks to
         build the others, all in parallel; returns without waiting for the tasks."""
         store = BaselineStore(store_root)
+        self.store_root = store_root
         opts = {"num_cpus": cpu, "num_gpus": 1 if gpu > 0 else 0}
         for s in scenarios:
             key = s.key()
@@ -87,6 +104,8 @@ class SharedObjects:
             ready, _ = ray.wait(list(waiting), num_returns=1)
             key = waiting.pop(ready[0])
             _, s = self.pending.pop(key)
+            event = ray.get(ready[0])
+            check_stored(s, self.store_root, event.pop("node"))
             self.baselines[key] = ray.put(ray.get(self.baselines[key]))
-            report({"scenario": s, "key": key, **ray.get(ready[0])})
+            report({"scenario": s, "key": key, **event})
         return reported
