@@ -167,51 +167,42 @@ def page(browser: str, url: str, profile: Path, must_show: list[str], tries: int
     return dom
 
 
+def check_view(browser: str, tracker: Tracker, server: str, view: str, runs: list, others: list,
+               profile: Path, keep: Path | None = None) -> str:
+    """One shared view on the page: every run of ``runs`` listed, none of ``others``, an avg_gap
+    column whose cells (in page order) are the runs' Avg. Gap best first. Returns the DOM."""
+    names = [r.info.run_name for r in runs]
+    url = tracker.view_url(server, view)
+    dom = page(browser, url, profile, names)
+    if keep is not None:
+        keep.write_text(dom)
+    missing = [n for n in names if n not in dom]
+    assert not missing, f"{view} view: runs not on the page {url} (DOM in {keep}): {missing}"
+    assert 'col-id="metrics.`avg_gap`"' in dom, f"no avg_gap column in the {view} view"
+    shown = [float(v) for v in AVG_GAP_CELL.findall(dom)]
+    gaps = sorted(r.data.metrics["avg_gap"] for r in runs)
+    assert shown == pytest.approx(gaps), f"{view} view: avg_gap cells, in page order, best first: {shown} vs {gaps}"
+    assert not [r.info.run_name for r in others if r.info.run_name in dom], f"the {view} view lists its own runs only"
+    return dom
+
+
 def test_the_study_runs_and_avg_gap_in_the_mlflow_ui(browser, tiny, server, tmp_path, capsys):
     tracker = Tracker(tiny.uri, tiny.experiment)
     tracker.connect()
     final = tracker.children(tiny.study_run_id, "trial", "tags.stage = 'final'")
     search = tracker.children(tiny.study_run_id, "trial", "tags.stage = 'search'")
-    assert len(final) == 2 and len(search) == 4
-    final_names = [r.info.run_name for r in final]
-
-    url = tracker.view_url(server, "final")
-    dom = page(browser, url, tmp_path / "profile", final_names)
-    (tmp_path / "final.html").write_text(dom)
-    missing = [n for n in final_names if n not in dom]
-    assert not missing, f"runs not on the page {url} (DOM in {tmp_path / 'final.html'}): {missing}"
-    assert 'col-id="metrics.`avg_gap`"' in dom, "no avg_gap column in the runs table"
-    shown = [float(v) for v in AVG_GAP_CELL.findall(dom)]
-    gaps = sorted(r.data.metrics["avg_gap"] for r in final)
-    assert shown == pytest.approx(gaps), f"avg_gap cells, in page order, best first: {shown} vs {gaps}"
-    assert "Sort: avg_gap" in dom, "the view ranks runs by avg_gap"
-    assert not [r.info.run_name for r in search if r.info.run_name in dom], "the final view lists final runs only"
-
-    search_url = tracker.view_url(server, "search")
-    search_names = [r.info.run_name for r in search]
-    dom = page(browser, search_url, tmp_path / "profile", search_names)
-    missing = [n for n in search_names if n not in dom]
-    assert not missing, f"runs not on the page {search_url}: {missing}"
-    assert 'col-id="metrics.`avg_gap`"' in dom, "no avg_gap column in the search view"
-    shown = [float(v) for v in AVG_GAP_CELL.findall(dom)]
-    gaps = sorted(r.data.metrics["avg_gap"] for r in search)
-    assert shown == pytest.approx(gaps), f"search avg_gap cells, in page order: {shown} vs {gaps}"
-    assert not [n for n in final_names if n in dom], "the search view lists search runs only"
-
     cells = tracker.children(tiny.study_run_id, "cell")
+    assert len(final) == 2 and len(search) == 4
     assert sorted(r.data.tags["cell"] for r in cells) == ["digits-cnn-lt0.1-g1/ft", "digits-cnn-lt0.1-g1/ga+falw"]
-    cell_names = [r.info.run_name for r in cells]
-    url = tracker.view_url(server, "cell")
-    dom = page(browser, url, tmp_path / "profile", cell_names)
-    (tmp_path / "cells.html").write_text(dom)
-    missing = [n for n in cell_names if n not in dom]
-    assert not missing, f"cell runs not on the page {url} (DOM in {tmp_path / 'cells.html'}): {missing}"
-    shown = [float(v) for v in AVG_GAP_CELL.findall(dom)]
-    gaps = sorted(r.data.metrics["avg_gap"] for r in cells)
-    assert shown == pytest.approx(gaps), f"one row per cell, best mean Avg. Gap first: {shown} vs {gaps}"
-    assert not [n for n in final_names + search_names if n in dom], "the cell view lists cells only"
+    profile = tmp_path / "profile"
+
+    dom = check_view(browser, tracker, server, "final", final, search, profile, tmp_path / "final.html")
+    assert "Sort: avg_gap" in dom, "the view ranks runs by avg_gap"
+    check_view(browser, tracker, server, "search", search, final, profile)
+    dom = check_view(browser, tracker, server, "cell", cells, final + search, profile, tmp_path / "cells.html")
     for column in ("avg_gap_std", "lr", "tau", "method", "falw"):
         assert f"`{column}`" in dom, f"no {column} column in the cell view"
+    url = tracker.view_url(server, "cell")
 
     shot = tmp_path / "mlflow_ui.png"
     browse(browser, url, tmp_path / "profile", f"--screenshot={shot}")
