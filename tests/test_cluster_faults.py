@@ -48,6 +48,8 @@ def cluster(monkeypatch):
     yield c
     ray.shutdown()
     c.shutdown()
+    monkeypatch.undo()
+    Config.initialize("")  # Ray caches its config in this process: later tests get the default auth mode again
 
 
 def _alive(n: int, timeout: float = 60) -> None:
