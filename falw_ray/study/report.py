@@ -58,7 +58,7 @@ def final_frames(tracker: Tracker, study_run: str) -> tuple[pd.DataFrame, pd.Dat
 
 def trial_status(run) -> str:
     """A trial's status by schema's rule, its last result read back from its MLflow run. A run still
-    open and not diverged is RUNNING; one closed without end tags (a trial replayed on resume) counts
+    open and not diverged is RUNNING; one closed without end tags (tracked before they existed) counts
     as having run every epoch: nothing recorded says otherwise."""
     p, m, t = run.data.params, run.data.metrics, run.data.tags
     diverged = t.get("diverged") == "true"

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from .schema import CELL_METRICS, ERROR, FINISHED, LABELS, METRICS, OBJECTIVE, RETRAIN_ROW
+from .schema import CELL_METRICS, DIVERGED, ERROR, FINISHED, LABELS, METRICS, OBJECTIVE, RETRAIN_ROW
 
 
 def ranked(outcomes: list[tuple[str, float]]) -> list[int]:
@@ -23,6 +23,12 @@ def best_of(outcomes: list[tuple[str, float]]) -> int | None:
     """The best of a cell's trials by :func:`ranked`'s rule, or None when none has a result."""
     order = ranked(outcomes)
     return order[0] if order else None
+
+
+def selection_gap(status: str, gap: float) -> float:
+    """What one selection run adds to its candidate's mean (see :func:`choose`): its Avg. Gap when
+    it ran every epoch or diverged (the worst gap, on purpose); NaN for one that failed."""
+    return gap if status in (FINISHED, DIVERGED) else math.nan
 
 
 def choose(candidate_gaps: list[list[float]]) -> int:

@@ -24,7 +24,7 @@ import pandas as pd
 
 from .cells import STAGES, Cell, build_cells, scenario_label, stage_config
 from ..metrics import gaps as gaps_to
-from .results import (best_per_cell, cell_summary, choose, edge_warnings, final_table, format_paired, format_table,
+from .results import (best_per_cell, cell_summary, choose, edge_warnings, selection_gap, final_table, format_paired, format_table,
                       paired_table, table_notes, to_markdown)
 from .spec import StudyError, StudySpec, load_study, parse_study
 from .progress import ProgressLine
@@ -291,13 +291,14 @@ class Study:
         self.stage = "baselines"
         baselines_for(spec.scenario_list() + select_scenarios + final_scenarios)
         self.stage = "search"
-        if not searcher(records).finished():
+        search_alg = searcher(records)
+        if not search_alg.finished():
             # Tune's own experiment folder is a cache (the journal is the record): a fresh one per run.
             shutil.rmtree(root / "ray" / spec.name, ignore_errors=True)
             scheduler = (CellScheduler(self.cells, spec.early_stopping.grace_period,
                                        spec.early_stopping.reduction_factor) if spec.early_stopping.enabled else None)
             tuner = tune.Tuner(trainable(), run_config=run_config, tune_config=tune.TuneConfig(
-                search_alg=searcher(records), scheduler=scheduler,
+                search_alg=search_alg, scheduler=scheduler,
                 num_samples=max(1, n_search + n_select + n_final - len(records)),
                 max_concurrent_trials=self.concurrency, reuse_actors=True,
             ))
@@ -429,8 +430,8 @@ def _chosen(best: pd.DataFrame, selection: pd.DataFrame, trials: pd.DataFrame, c
             continue
         space = list(cells[row["cell"]].space)
         ranks = sorted(runs["rank"].unique())
-        gaps = [[g if s in ("finished", "diverged") else float("nan")
-                 for s, g in zip(runs[runs["rank"] == r]["status"], runs[runs["rank"] == r][OBJECTIVE])] for r in ranks]
+        gaps = [[selection_gap(s, g) for s, g in zip(runs[runs["rank"] == r]["status"], runs[runs["rank"] == r][OBJECTIVE])]
+                for r in ranks]
         pick = ranks[choose(gaps)]
         picked = runs[runs["rank"] == pick]
         same = trials[(trials["cell"] == row["cell"])

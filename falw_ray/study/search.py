@@ -11,8 +11,8 @@ from ray.tune.search import Searcher
 
 from ..unlearn import Param
 from .cells import Cell, stage_config, trial_stage
-from .results import choose, ranked
-from .schema import DIVERGED, ERROR, FINISHED, MODE, OBJECTIVE, outcome
+from .results import choose, ranked, selection_gap
+from .schema import ERROR, MODE, OBJECTIVE, outcome
 
 METRIC = OBJECTIVE
 
@@ -170,7 +170,7 @@ class CellSearcher(Searcher):
         cell, rank, seed = self.reruns[trial_id]
         self.rerun += 1
         status, gap = outcome(result, self.epochs[cell], error)
-        self.select_gaps[cell][(rank, seed)] = gap if status in (FINISHED, DIVERGED) else math.nan
+        self.select_gaps[cell][(rank, seed)] = selection_gap(status, gap)
         expected = len(self.candidates[cell]) * len(self.select_seeds)
         if len(self.select_gaps[cell]) == expected and cell not in self.chosen:
             gaps = [[self.select_gaps[cell][(r, s)] for s in self.select_seeds] for r in range(len(self.candidates[cell]))]

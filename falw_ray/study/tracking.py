@@ -225,11 +225,10 @@ class Tracker:
 
     def end_trial(self, run_id: str, record: dict, cell) -> None:
         """Close a trial's run as its journal record ended (see :func:`closing`)."""
-        for key, value in closing(record, cell).items():
-            if key == "metrics" and value:
-                self.log_metrics(run_id, value, step=int(record["result"].get("epoch", 0)))
-            elif key != "metrics" and value:
-                self.tag(run_id, value)
+        tags, metrics = closing(record, cell)
+        self.tag(run_id, tags)
+        if metrics:
+            self.log_metrics(run_id, metrics, step=int(record["result"].get("epoch", 0)))
         self.end(run_id, "FAILED" if record["status"] == ERROR else "FINISHED")
 
     def check(self) -> None:
@@ -453,16 +452,15 @@ def trial_run(config: dict, cells: dict, trial_id: str) -> tuple[str, dict, dict
     return f"{cell.label} s{scenario.seed} {stage} {trial_id}", params, tags
 
 
-def closing(record: dict, cell) -> dict:
-    """What a completed trial's run gets when it ends: its end tags (and ``diverged``), and for a
-    final run its per-class forget accuracy at its last epoch (``metrics``)."""
+def closing(record: dict, cell) -> tuple[dict, dict]:
+    """(tags, metrics) a completed trial's run gets when it ends: its end tags (``diverged`` too, or
+    the error of a failed one), and for a final run its per-class forget accuracy at its last epoch."""
     result = record["result"]
     if record["status"] == ERROR:
-        return {"tags": {}, "metrics": {}, "error": {"error": record.get("error", "")[:250]}}
-    done = int(result.get("epoch", 0))
+        return {"error": record.get("error", "")[:250]}, {}
+    tags = {**end_tags(int(result.get("epoch", 0)), cell.epochs), **({"diverged": "true"} if result.get("diverged") else {})}
     final = trial_stage(record["config"]) == "final" and result.get("fa_per_class") is not None
-    return {"tags": end_tags(done, cell.epochs), "diverged": {"diverged": "true"} if result.get("diverged") else {},
-            "metrics": per_class_metrics(result["fa_per_class"]) if final else {}}
+    return tags, per_class_metrics(result["fa_per_class"]) if final else {}
 
 
 RETRY_AFTER_S = 30.0
