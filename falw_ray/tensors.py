@@ -31,6 +31,8 @@ class ScenarioTensors:
     pixels: bool = False
     """Images whose raw values are pixels in [0, 1] after scaling (uint8 files): attacks that work in
     pixel space (Boundary Shrink's FGSM) clamp and round there. Signals (mnist1d) have no such range."""
+    levels: float = 255.0
+    """The largest raw pixel value: pixels lie on the grid k / levels (255 for 8-bit images, 16 for digits)."""
 
     @property
     def device(self) -> torch.device:
@@ -65,5 +67,5 @@ def scenario_tensors(data: DatasetArrays, splits: Splits, device: torch.device) 
         aug=Augment(data.crop_pad, data.flip),
         dataset=data.name,
         mean=torch.tensor(data.mean, device=device), std=torch.tensor(data.std, device=device),
-        pixels=data.train_x.dtype == np.uint8,
+        pixels=data.train_x.dtype == np.uint8, levels=float(data.scale),
     )

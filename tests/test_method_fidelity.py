@@ -41,32 +41,48 @@ def steps_of(fn) -> int:
     return count[0]
 
 
-def test_boundary_shrink_steps_in_pixel_space_and_relabels_the_measured_share(original, t):
+def test_boundary_shrink_steps_from_the_exact_pixels_and_relabels_as_the_reference(digits_baselines, original, t):
     """One FGSM step of 0.1 in [0, 1] pixels on the frozen original (eval mode), clamped and rounded
-    to 1/255. On digits it moves the prediction off the true label for 52 of the 129 forget samples
-    (40%; 119 at bound 0.2), and the same bound in normalised units (the old step, 0.378x as large
-    in pixels) for 8: 8x8 images with 17 grey levels and about half their pixels black, which the
-    clamp keeps black, resist a 0.1 step far more than CIFAR's images."""
+    to 1/255, taken from the exact pixels of the uint8 file (digits: k/16), as the reference takes it
+    from its loader's: the expected image is computed here from the file, not from falw_ray's tensors.
+    The same bound in normalised units (the old step, 0.378x as large in pixels) moves far fewer
+    samples: 8x8 images with 17 grey levels and about half their pixels black, which the clamp keeps
+    black, resist a 0.1 step far more than CIFAR's images."""
     state = UnlearnState(model=original, t=t, hp={"bound": 0.1}, gen=torch.Generator(), batch_size=64, epochs=1)
     boundary_shrink.prepare(state)
     frozen, labels = state.frozen_copy(), state.extra["neighbour"]
     assert not frozen.training
     with torch.no_grad():
         assert (frozen(t.forget_x).argmax(1) == t.forget_y).all(), "before the step: every forget label right"
-    assert len(labels) == 129 and int((labels != t.forget_y).sum()) == 52
+    data = load_dataset("digits")
+    before = torch.from_numpy(data.train_x[digits_baselines.splits.forget]).float() / 16
+    assert t.levels == 16 and torch.allclose(t.to_raw(t.forget_x), before, atol=1e-6)
+
+    def normalise(pixels):
+        return (pixels - 0.305) / 0.378
+
+    def step_from_file(rows):
+        raw = before[rows].clone().requires_grad_(True)
+        grad, = torch.autograd.grad(torch.nn.functional.cross_entropy(frozen(normalise(raw)), t.forget_y[rows]), raw)
+        return torch.round((before[rows] + 0.1 * grad.sign()).clamp(0, 1) * 255) / 255, grad
+
+    everything = torch.arange(len(before))
+    expected, grad = step_from_file(everything)
     adv = boundary_shrink.fgsm_inputs(frozen, t, t.forget_x, t.forget_y, 0.1)
-    pixels, before = t.to_raw(adv), t.to_raw(t.forget_x)
-    assert pixels.min() >= -1e-6 and pixels.max() <= 1 + 1e-6
-    assert torch.allclose(pixels * 255, torch.round(pixels * 255), atol=1e-3), "on the 1/255 grid"
-    x = t.forget_x.clone().requires_grad_(True)
-    grad, = torch.autograd.grad(torch.nn.functional.cross_entropy(frozen(x), t.forget_y), x)
-    # d/d(pixel) = d/d(normalised) / std: the same sign, so the expected image follows by hand.
-    expected = torch.round((before + 0.1 * grad.sign()).clamp(0, 1) * 255) / 255
-    assert torch.allclose(pixels, expected, atol=1e-5)
-    pushed_down = (before.abs() < 1e-6) & (grad < 0)
-    assert int(pushed_down.sum()) == 1897 and (pixels[pushed_down].abs() < 1e-6).all(), "clamped: black stays black"
+    assert torch.equal(t.to_raw(adv), t.to_raw(t.from_raw(expected))), "the reference's image, bit for bit"
+    pushed_up_from_black = (before == 0) & (grad > 0)
+    assert pushed_up_from_black.any() and (torch.round(expected[pushed_up_from_black] * 255) == 26).all(), \
+        "0 + 0.1 is 25.5 grey levels, rounded half to even: 26 from an exact 0"
+    pushed_down = (before == 0) & (grad < 0)
+    assert pushed_down.any() and (expected[pushed_down] == 0).all(), "clamped: black stays black"
+
+    by_hand = torch.cat([frozen(normalise(step_from_file(rows)[0])).argmax(1)
+                         for rows in everything.split(64)]).detach()
+    assert len(labels) == len(t.forget_y) and torch.equal(labels, by_hand)
+    moved = int((labels != t.forget_y).sum())
     with torch.no_grad():
-        assert int((frozen(t.forget_x + 0.1 * grad.sign()).argmax(1) != t.forget_y).sum()) == 8
+        moved_normalised = int((frozen(t.forget_x + 0.1 * grad.sign()).argmax(1) != t.forget_y).sum())
+    assert 0 < moved_normalised < moved < len(labels), (moved_normalised, moved)
 
 
 def test_boundary_shrink_steps_non_image_data_in_its_own_units(t):
@@ -92,8 +108,9 @@ def test_boundary_expanding_is_judged_with_its_shadow_class_by_default(digits_ba
     logits = wide.model.eval()(t.forget_x)
     assert logits.shape[1] == t.num_classes + 1
     pred = logits.argmax(1)
-    assert int((pred == t.num_classes).sum()) == 49, "forget samples in the shadow class count as forgotten"
-    assert wide.metrics["fa"] == pytest.approx(100.0 * (pred == t.forget_y).float().mean().item())
+    assert (pred == t.num_classes).any(), "some forget samples land in the shadow class"
+    assert wide.metrics["fa"] == pytest.approx(100.0 * (pred == t.forget_y).float().mean().item()), \
+        "a sample in the shadow class counts as forgotten"
     assert wide.metrics["fa"] == evaluate(wide.model, t)["fa"]
     pruned = exp.run("boundary_expanding", hp={"lr": 0.01}, epochs=2, options={"evaluate_head": "pruned"})
     c_way = pruned.model.eval()(t.forget_x)
@@ -172,8 +189,9 @@ def test_neggrad_plus_epoch_is_a_pass_over_retain_with_forget_batches_cycled(ori
 
 def test_neggrad_plus_loss_is_alpha_retain_minus_one_minus_alpha_forget_with_separate_forwards(original, t):
     """With lr 0 the model stays put, so the epoch's summed loss can be recomputed by hand: the same
-    batches (one generator: the retain order, then a forget order per pass), each set through its
-    own training-mode forward (BatchNorm normalises it alone), alpha = 0.9999 by default."""
+    batches (one generator: the retain order, then one forget order whose batches are replayed),
+    each set through its own training-mode forward (BatchNorm normalises it alone), alpha = 0.9999
+    by default."""
     from falw_ray.data.device import index_batches
     from falw_ray.train import sgd
     from falw_ray.unlearn import neggrad_plus
@@ -185,9 +203,8 @@ def test_neggrad_plus_loss_is_alpha_retain_minus_one_minus_alpha_forget_with_sep
     total = neggrad_plus.run_epoch(state)
     gen = torch.Generator().manual_seed(3)
     retain = list(index_batches(len(t.retain_x), 64, gen))
-    forget = []
-    while len(forget) < len(retain):
-        forget += list(index_batches(len(t.forget_x), 64, gen))
+    one_pass = list(index_batches(len(t.forget_x), 64, gen))
+    forget = (one_pass * len(retain))[:len(retain)]
     ce = torch.nn.functional.cross_entropy
 
     def loss(retain_logits, forget_logits, r, f):
@@ -273,8 +290,10 @@ def test_falw_weights_reach_only_forget_rows_and_point_the_right_way(original, t
     mu, sigma = falw_module.class_confidence_stats(original, t.val_x, t.val_y, t.num_classes)
     p = logits.softmax(1).gather(1, y[:, None]).squeeze(1)[:32]
     z = (p - mu[y[:32]]) / sigma[y[:32]]
-    assert (int((z > 0).sum()), int((z < 0).sum())) == (23, 9), "both directions occur in this batch"
+    assert (z > 0).any() and (z < 0).any(), "both directions occur in this batch"
     assert torch.equal(w[:32] > 1, z > 0) and torch.equal(w[:32] < 1, z < 0)
+    b = (len(t.forget_y) / (t.num_classes * t.forget_counts.double().clamp(min=1))) ** 0.2
+    assert torch.allclose(w[:32], 1 + torch.sign(z) * torch.tanh(z.abs()) ** (1 / b[y[:32]].float()), atol=1e-6)
 
 
 def test_fp32_is_bit_reproducible_and_bf16_changes_falws_arithmetic(digits_baselines, t):

@@ -1,8 +1,9 @@
 """Boundary Shrink: relabel each forget sample with the class one FGSM step on the original model
 lands it in (its nearest wrong class), then fine-tune to those labels.
 
-The step is taken as the reference code takes it: in pixel space ([0, 1]), the perturbed image
-clamped to [0, 1] and rounded to 1/255, with the model normalising its input. Data without a pixel
+The step is taken as the reference code takes it: in pixel space ([0, 1]), from the exact pixel values
+(rebuilt pixels are rounded back to the data's own grid first), the perturbed image clamped to
+[0, 1] and rounded to 1/255, with the model normalising its input. Data without a pixel
 range (signals) is perturbed in its own units, without clamp or rounding.
 """
 import torch
@@ -17,7 +18,10 @@ PIXEL_LEVELS = 255.0
 
 def fgsm_inputs(model, t, x: torch.Tensor, y: torch.Tensor, bound: float) -> torch.Tensor:
     """``x`` (normalised) after one FGSM step of ``bound`` away from its label ``y``, normalised again."""
-    raw = t.to_raw(x).detach().requires_grad_(True)
+    raw = t.to_raw(x).detach()
+    if t.pixels:
+        raw = torch.round(raw * t.levels) / t.levels
+    raw.requires_grad_(True)
     grad, = torch.autograd.grad(F.cross_entropy(model(t.from_raw(raw)), y), raw)
     with torch.no_grad():
         adv = raw + bound * grad.sign()

@@ -1,8 +1,9 @@
 """NegGrad+: descent on the retain set mixed with ascent on the forget set, as in SCRUB's code.
 
-An epoch is one pass over the retain set; forget batches are cycled alongside (the forget order is
-redrawn each time it runs out), and each set goes through its own forward pass, so BatchNorm sees
-them separately. The loss is alpha * CE(retain) - (1 - alpha) * CE(forget), FaLW weighting the
+An epoch is one pass over the retain set; forget batches are cycled alongside. As the reference
+cycles its forget loader with ``itertools.cycle``, an epoch draws one forget order and replays that
+pass's batches, in the same order, each time the forget set runs out (a new order comes with the next
+epoch). Each set goes through its own forward pass, so BatchNorm sees them separately. The loss is alpha * CE(retain) - (1 - alpha) * CE(forget), FaLW weighting the
 forget term per sample.
 """
 import itertools
@@ -17,9 +18,8 @@ from .losses import LR, weighted_mean
 
 
 def forget_cycle(state):
-    """Forget-row index batches without end, a fresh permutation each pass."""
-    while True:
-        yield from index_batches(len(state.t.forget_x), state.batch_size, state.gen)
+    """Forget-row index batches without end: one pass drawn, then replayed in the same order."""
+    return itertools.cycle(list(index_batches(len(state.t.forget_x), state.batch_size, state.gen)))
 
 
 def run_epoch(state):

@@ -3,7 +3,8 @@
 With FaLW switched on this is the paper's main configuration (registered as ``falw``). The mask
 zeroes the gradients of the other weights (``mask_mode: grad``, the FaLW authors' copy of SalUn);
 weight decay and momentum still move them a little. ``mask_mode: restore`` is the current SalUn
-code: masked-out weights are put back after every step and their momentum zeroed.
+code: masked-out weights are put back after every step and their momentum zeroed. The baseline and
+``falw`` share the ``grad`` default, so FaLW on minus off changes FaLW alone (docs/method.md).
 """
 import torch
 import torch.nn.functional as F
