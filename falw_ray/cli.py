@@ -98,6 +98,61 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_slurm(args: argparse.Namespace) -> int:
+    from .study import slurm
+    from .study.spec import StudyError
+
+    if args.status:
+        return slurm_status(args)
+    try:
+        opts = slurm.SlurmOptions(nodes=args.nodes, gpus_per_node=args.gpus_per_node, cpus_per_node=args.cpus_per_node,
+                                  mem=args.mem, time=args.time, partition=args.partition, account=args.account,
+                                  qos=args.qos, sbatch_args=tuple(args.sbatch_arg), setup=args.setup,
+                                  signal_lead=args.signal_lead)
+        script, job_id, spec, where = slurm.submit(args.study, opts, args.storage, args.tracking_uri, args.dry_run)
+    except (StudyError, ValueError, FileNotFoundError, RuntimeError) as e:
+        return _fail(e)
+    if args.dry_run:
+        print(script, end="")
+        return 0
+    p = slurm.paths(where.storage, spec.name)
+    inflight = slurm.trials_in_flight(opts, spec.resources.cpu, spec.resources.gpu)
+    print(f"submitted job {job_id} ({opts.nodes} node(s)"
+          + (f", {inflight} trial(s) at a time" if inflight else "") + ")")
+    print("\n".join(where.lines()))
+    log = str(p["log"]).replace("%j", job_id)
+    print(f"follow: tail -f {log}\nqueue:  squeue -j {job_id}\nstop:   scancel {job_id}  (a stop: no follow-up job)"
+          f"\nstatus: falw-ray slurm --status {args.study}" + (f" --storage {args.storage}" if args.storage else ""))
+    return 0
+
+
+def slurm_status(args: argparse.Namespace) -> int:
+    """Which job a study is on and how far it is: its chain of jobs, and the trials its journal holds."""
+    from .study import slurm
+    from .study.spec import StudyError, load_study
+
+    try:
+        spec = load_study(args.study)
+    except (StudyError, ValueError, FileNotFoundError) as e:
+        return _fail(e)
+    storage = args.storage or spec.storage
+    chain = slurm.job_chain(slurm.paths(storage, spec.name)["jobs"])
+    if not chain:
+        return _fail(ValueError(f"{spec.name}: no Slurm job recorded under {storage}/slurm: submit it with "
+                                f"falw-ray slurm {args.study}"))
+    for entry in chain:
+        ended = f", exit {entry['rc']}" if "rc" in entry else ""
+        warned = ", stopped at its time limit" if "warned" in entry["events"] else ""
+        print(f"job {entry['job']}: {entry['mode']}, {slurm.slurm_state(entry['job'])}{warned}{ended}")
+    from pathlib import Path
+
+    from .study.journal import Journal
+
+    journal = Journal(Path(storage) / "ray" / f"{spec.name}.finished.jsonl")
+    print(f"journal: {len(journal.load())} trial(s) recorded ({journal.path})")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from .study.report import report
     from .study.results import format_table
@@ -325,6 +380,31 @@ def build_parser() -> argparse.ArgumentParser:
                    help="absolute path on the cluster for baselines and results, e.g. /mnt/falw/results "
                         "(default: the study's storage, which must then be absolute)")
     s.set_defaults(func=cmd_submit)
+
+    sl = sub.add_parser("slurm", help="run a study as a Slurm job (a Ray cluster inside the allocation); it "
+                                      "continues in a follow-up job when the time limit comes")
+    sl.add_argument("study")
+    sl.add_argument("--nodes", type=int, default=1, help="nodes: Ray's head on the first, a worker on each other")
+    sl.add_argument("--gpus-per-node", type=int, default=0)
+    sl.add_argument("--cpus-per-node", type=int, default=None, help="CPUs Ray gets on each node (Slurm's default: 1)")
+    sl.add_argument("--mem", default=None, help="memory per node, e.g. 64G")
+    sl.add_argument("--time", default=None, help="the job's time limit, e.g. 24:00:00 (the study goes on in a "
+                                                  "follow-up job when it comes)")
+    sl.add_argument("--partition", default=None)
+    sl.add_argument("--account", default=None)
+    sl.add_argument("--qos", default=None)
+    sl.add_argument("--sbatch-arg", action="append", default=[], metavar="ARG",
+                    help="an extra #SBATCH line, e.g. --sbatch-arg=--constraint=a100 (repeatable)")
+    sl.add_argument("--setup", default=None, help="a shell line run first on the node, e.g. "
+                                                  "'module load cuda; source .venv/bin/activate'")
+    sl.add_argument("--signal-lead", type=int, default=300,
+                    help="seconds before the time limit at which the study stops and a follow-up job is queued")
+    sl.add_argument("--storage", default=None, help="absolute path every node sees (default: the study's)")
+    sl.add_argument("--tracking-uri", default=None, help="an MLflow server or an absolute sqlite:////PATH on shared "
+                                                         "storage (default: the study's)")
+    sl.add_argument("--dry-run", action="store_true", help="print the job script instead of submitting it")
+    sl.add_argument("--status", action="store_true", help="which job the study is on and how far it is")
+    sl.set_defaults(func=cmd_slurm)
 
     rp = sub.add_parser("report", help="rebuild a study's final table from MLflow alone")
     rp.add_argument("study", help="a study file or an MLflow experiment name")

@@ -71,34 +71,40 @@ def _local_path(uri: str) -> str | None:
     return None
 
 
-def cluster_locations(study_path, storage: str | None = None, tracking_uri: str | None = None) -> Locations:
+RAY_JOB = "a temporary copy of the working dir on the head"
+"""Where a Ray job runs (the default ``runs_in`` of :func:`cluster_locations`)."""
+
+
+def cluster_locations(study_path, storage: str | None = None, tracking_uri: str | None = None,
+                      runs_in: str = RAY_JOB, example: str = SHARED_EXAMPLE) -> Locations:
     """Where the study at ``study_path`` will write when run as a job, ``storage`` and ``tracking_uri``
     (absolute paths, or a server URI) overriding the study's. A relative location, the defaults
-    included, would land in the job's temporary copy of the working dir on the head: refused with
-    one line (ValueError) naming the field and what to give instead."""
+    included, would land wherever the job runs (``runs_in``: for a Ray job, its temporary copy of the
+    working dir on the head): refused with one line (ValueError) naming the field and what to give."""
     from .spec import load_study
 
     spec = load_study(study_path)
     field = "--storage" if storage else f"{study_path}: storage"
     where = storage or spec.storage
+    shared = ("the folder every node of cluster.yaml shares" if runs_in == RAY_JOB
+              else "a folder every node sees")
+    server = (f"{TRACKING_EXAMPLE} (the MLflow server cluster.yaml starts on the head)" if runs_in == RAY_JOB
+              else "http://HOST:5000 (an MLflow server the nodes reach)")
     if not (os.path.isabs(where) or where.startswith("~")):
         raise ValueError(
-            f"{field} {where!r} is a relative path: a submitted study runs in a temporary copy of the working "
-            f"dir on the head, so its results would land there, out of sight; give an absolute path on the "
-            f"cluster (e.g. --storage {SHARED_EXAMPLE}, the folder every node of cluster.yaml shares)")
+            f"{field} {where!r} is a relative path: the study runs in {runs_in}, so its results would land "
+            f"there, out of sight; give an absolute path on the cluster (e.g. --storage {example}, {shared})")
     uri = tracking_uri or spec.tracking.uri
     field = "--tracking-uri" if tracking_uri else f"{study_path}: tracking.uri"
     if uri is None:
         raise ValueError(
-            f"{field} is not set, so MLflow would write sqlite:///mlflow.db into the job's temporary copy of the "
-            f"working dir on the head; give --tracking-uri {TRACKING_EXAMPLE} (the MLflow server cluster.yaml "
-            f"starts on the head), an absolute sqlite:////ABSOLUTE/PATH/mlflow.db, or set tracking.uri in the study")
+            f"{field} is not set, so MLflow would write sqlite:///mlflow.db into {runs_in}; give --tracking-uri "
+            f"{server}, an absolute sqlite:////ABSOLUTE/PATH/mlflow.db, or set tracking.uri in the study")
     path = _local_path(uri)
     if path is not None and not os.path.isabs(path):
         raise ValueError(
-            f"{field} {uri!r} is a relative path, so MLflow would write into the job's temporary copy of the "
-            f"working dir on the head; give --tracking-uri {TRACKING_EXAMPLE} (the MLflow server cluster.yaml "
-            f"starts on the head) or an absolute path (sqlite:////ABSOLUTE/PATH/mlflow.db)")
+            f"{field} {uri!r} is a relative path, so MLflow would write into {runs_in}; give --tracking-uri "
+            f"{server} or an absolute path (sqlite:////ABSOLUTE/PATH/mlflow.db)")
     results = f"{where.rstrip('/')}/{spec.name}"
     return Locations(storage=where, results=results, tracking_uri=uri,
                      experiment=spec.tracking.experiment or spec.name)
