@@ -59,7 +59,8 @@ def assert_same_weights(ours, ref, start):
     for k in a:
         if a[k].is_floating_point():
             assert torch.allclose(a[k], b[k], rtol=RTOL, atol=ATOL), (k, float((a[k] - b[k]).abs().max()))
-    moved = max(float((a[k] - s[k]).abs().max()) for k in a if a[k].is_floating_point())
+    moved = max(float((a[k] - s[k]).abs().max()) for k in a
+                if a[k].is_floating_point() and a[k].shape == s[k].shape)
     assert moved > 100 * ATOL, f"the run barely moved the weights ({moved}): nothing was compared"
 
 
@@ -218,4 +219,74 @@ def test_ga_with_falw_weighs_each_forget_loss_by_the_step_fresh_weight(original,
         w = falw_by_hand(ref, t, logits, t.forget_y[rows], 0.3)
         per_sample = -logits.log_softmax(1).gather(1, t.forget_y[rows][:, None]).squeeze(1)
         descend(opt, -(w * per_sample).sum() / len(rows))
+    assert_same_weights(ours, ref, start)
+
+
+def test_salun_steps_random_labels_through_the_top_half_saliency_mask(original, t):
+    """The mask: |gradient of the forget cross-entropy| summed over forget batches of 64 on the
+    original in eval mode, the largest half of all weights kept. The step: RL's, with the other
+    gradients zeroed before SGD (the default ``grad`` mode: weight decay and momentum still act)."""
+    start = copy.deepcopy(original.state_dict())
+    ours = run_ours(original, t, "salun", {"lr": 0.02}, epochs=1)
+    ref, gen = by_hand(original)
+    ref.eval()
+    for rows in torch.arange(len(t.forget_x)).split(BS):
+        (-ce(ref(t.forget_x[rows]), t.forget_y[rows])).backward()
+    sal = {n: p.grad.abs() for n, p in ref.named_parameters()}
+    ref.zero_grad(set_to_none=True)
+    ref.train()
+    every = torch.cat([g.flatten() for g in sal.values()])
+    cut = every.sort(descending=True).values[round(0.5 * len(every)) - 1]
+    mask = {n: (g >= cut).float() for n, g in sal.items()}
+    opt = sgd(ref, 0.02)
+    nf, nr = len(t.forget_x), len(t.retain_x)
+    labels = torch.randint(0, t.num_classes, (nf,), generator=gen)
+    for idx in order(nf + nr, gen):
+        f, r = idx[idx < nf], idx[idx >= nf] - nf
+        loss = ce(ref(torch.cat([t.forget_x[f], t.retain_x[r]])), torch.cat([labels[f], t.retain_y[r]]))
+        opt.zero_grad()
+        loss.backward()
+        for n, p in ref.named_parameters():
+            p.grad.mul_(mask[n])
+        opt.step()
+    assert_same_weights(ours, ref, start)
+
+
+def test_boundary_expanding_trains_forget_rows_into_a_new_shadow_output(original, t):
+    """A C+1-way head: the old rows copied, the shadow row from the layer's default initialisation
+    (drawn after seeding with the run's seed), the optimiser built after the widening; forget batches
+    trained to the shadow label C."""
+    from falw_ray.models import get_head, set_head
+
+    start = copy.deepcopy(original.state_dict())
+    ours = run_ours(original, t, "boundary_expanding", {"lr": 0.01}, epochs=1)
+    ref, gen = by_hand(original)
+    torch.manual_seed(SEED)
+    head = get_head(ref)
+    wide = torch.nn.Linear(head.in_features, head.out_features + 1)
+    with torch.no_grad():
+        wide.weight[:-1] = head.weight
+        wide.bias[:-1] = head.bias
+    set_head(ref, wide)
+    opt = sgd(ref, 0.01)
+    shadow = torch.full((BS,), t.num_classes)
+    for rows in order(len(t.forget_x), gen):
+        descend(opt, ce(ref(t.forget_x[rows]), shadow[:len(rows)]))
+    assert get_head(ours).out_features == t.num_classes + 1
+    assert_same_weights(ours, ref, start)
+
+
+def test_boundary_shrink_fine_tunes_forget_rows_to_their_neighbour_labels(original, t):
+    """After the FGSM relabelling (pinned in test_method_fidelity.py), plain fine-tuning of the forget
+    set to the new labels."""
+    from falw_ray.unlearn.boundary_shrink import neighbour_labels
+
+    start = copy.deepcopy(original.state_dict())
+    ours = run_ours(original, t, "boundary_shrink", {"lr": 0.01}, epochs=2)
+    labels = neighbour_labels(copy.deepcopy(original).eval(), t, t.forget_x, t.forget_y, 0.1, BS)
+    ref, gen = by_hand(original)
+    opt = sgd(ref, 0.01)
+    for _ in range(2):
+        for rows in order(len(t.forget_x), gen):
+            descend(opt, ce(ref(t.forget_x[rows]), labels[rows]))
     assert_same_weights(ours, ref, start)

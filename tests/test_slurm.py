@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from mlflow.tracking import MlflowClient
 
 from falw_ray.cli import main as cli
 from falw_ray.study import slurm as slurm_module
@@ -122,6 +123,11 @@ def test_a_study_goes_on_past_its_time_limit_in_a_follow_up_job(slurm, shared):
     assert sorted(t["stage"] for t in trials) == ["final"] + ["search"] * 4
     table = (shared / "store" / "chained" / "table.csv").read_text()
     assert "ga" in table and "retrain" in table
+    client = MlflowClient(f"sqlite:///{shared / 'store' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("chained").experiment_id])
+    trial_runs = [r for r in runs if r.data.tags.get("kind") == "trial"]
+    assert sorted(r.data.tags["trial_id"] for r in trial_runs) == sorted(t["trial_id"] for t in trials)
+    assert {r.info.status for r in runs} == {"FINISHED"}, "every MLflow run closed, none left RUNNING"
     assert slurm.run("squeue", "-h").stdout.strip() == ""
     status = subprocess.run([sys.executable, "-m", "falw_ray.cli", "slurm", "--status", str(study)],
                             capture_output=True, text=True, env=slurm.env, timeout=60)
