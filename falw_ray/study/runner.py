@@ -137,10 +137,13 @@ class Study:
         tracker = Tracker(tracking_uri or spec.tracking.uri, spec.tracking.experiment or spec.name, root / "mlartifacts")
         tracker.check()
         if not ray.is_initialized():
+            from .ship import runtime_env
+
             local = {} if address else {"_node_ip_address": "127.0.0.1"}
             connect_ray(address, include_dashboard=False, log_to_driver=verbose,
                         logging_level=logging.INFO if verbose else logging.ERROR,
-                        runtime_env={"env_vars": dict(QUIET_ENV)} if address else None, **local)
+                        runtime_env=runtime_env(self.cells, {"env_vars": dict(QUIET_ENV)} if address else None),
+                        **local)
         _check_resources(spec, self.source, address, ray.cluster_resources())
         check_shared_storage(root)
         self.concurrency = spec.search.max_concurrent or _slots(spec, address, ray.cluster_resources())
@@ -220,6 +223,7 @@ class Study:
 
         from .search import CellScheduler, rung_epochs
         from .shared import SharedObjects
+        from .ship import plugin_methods
         from .trainable import unlearning_trial
 
         spec, cells = self.spec, {c.id: c for c in self.cells}
@@ -255,7 +259,7 @@ class Study:
                                       datasets=dict(shared.datasets), threads=max(1, int(res.cpu)),
                                       falw_refresh_every=spec.search.falw_refresh_every,
                                       evaluate=evaluated_epochs(), compile=spec.search.compile,
-                                      precision=spec.search.precision)
+                                      precision=spec.search.precision, plugins=plugin_methods(self.cells))
             return tune.with_resources(fn, {"cpu": res.cpu, "gpu": res.gpu})
 
         final_seeds, select_seeds = spec.final_seeds(), spec.selection.seeds

@@ -10,12 +10,13 @@ import typing
 from typing import Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from ..data.registry import DATASETS, data_options
 from ..recipe import Recipe
 from ..scenario import DatasetName, ForgetSpec, ModelName, Scenario
-from ..unlearn import METHODS, PRESETS, Param, get_method
+from ..plugins import PluginError
+from ..unlearn import METHODS, PRESETS, Param, get_method, load_plugin
 
 
 class StudyError(ValueError):
@@ -124,10 +125,15 @@ class MethodEntry(_Strict):
 
     @field_validator("name")
     @classmethod
-    def _known_name(cls, v: str) -> str:
-        if v not in METHODS and v not in PRESETS:
-            raise ValueError(f"unknown method {v!r}; expected one of {sorted(METHODS) + sorted(PRESETS)}")
-        return v
+    def _known_name(cls, v: str, info: ValidationInfo) -> str:
+        """A built-in method or preset, or a plugin (``module:ATTR``, found beside the study file
+        first, or an installed entry point's name), which the study then calls by its own name."""
+        if v in METHODS or v in PRESETS:
+            return v
+        try:
+            return load_plugin(v, base=(info.context or {}).get("base")).method.name
+        except PluginError as e:
+            raise ValueError(str(e)) from None
 
     @field_validator("falw", mode="before")
     @classmethod
@@ -381,11 +387,12 @@ def format_validation_error(source: str, err: ValidationError, limit: int = 3) -
     return "\n".join(lines)
 
 
-def parse_study(data: object, source: str = "<study>") -> StudySpec:
+def parse_study(data: object, source: str = "<study>", base: str | Path | None = None) -> StudySpec:
+    """Validate a study; ``base`` is the folder plugin modules (``module:ATTR``) are looked for first."""
     if not isinstance(data, dict):
         raise StudyError(f"{source}: expected a mapping of study fields (name, scenarios, methods, ...), got {type(data).__name__}")
     try:
-        return StudySpec.model_validate(data)
+        return StudySpec.model_validate(data, context={"base": base})
     except ValidationError as err:
         raise StudyError(format_validation_error(source, err)) from None
 
@@ -405,4 +412,4 @@ def load_study(path: str | Path) -> StudySpec:
         raise StudyError(f"{path}: invalid YAML{where}: {getattr(e, 'problem', None) or e}") from None
     if data is None:
         raise StudyError(f"{path}: the file is empty; a study needs name, scenarios and methods")
-    return parse_study(data, str(path))
+    return parse_study(data, str(path), base=path.parent)
