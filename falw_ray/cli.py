@@ -32,7 +32,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     try:
         forget = ForgetSpec(kind=args.forget, ratio=args.ratio, gamma=args.gamma)
         scenario = Scenario(dataset=args.dataset, model=args.model, forget=forget, seed=args.seed,
-                            data_dir=args.data_dir)
+                            data_dir=args.data_dir, data_file=args.data_file)
     except ValueError as e:
         raise SystemExit(f"falw-ray compare: {e}") from None
     exp = Experiment(scenario, device=args.device, store=None if args.no_store else args.store)
@@ -310,7 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compare", help="run every method with and without FaLW on one scenario (no Ray) and print "
                                        "the table; baselines come from the store, trained there only once")
     c.add_argument("--dataset", default="mnist1d", choices=sorted(DATASETS), help="data set (default: mnist1d)")
-    c.add_argument("--model", default=None, choices=sorted(MODELS), help="model (default: the data set's)")
+    c.add_argument("--model", default=None, metavar="MODEL",
+                   help=f"model (default: the data set's): {', '.join(sorted(MODELS))}, or module:FUNCTION")
     c.add_argument("--forget", default="longtail", choices=["longtail", "random"], help="forget set kind")
     c.add_argument("--ratio", type=float, default=0.1, help="forget set share of the training pool (default 0.1)")
     c.add_argument("--gamma", type=float, default=1.0, help="long-tail exponent (default 1)")
@@ -320,7 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"methods to run (default: all): {', '.join(methods)}; or a plugin's module:ATTR")
     c.add_argument("--set", dest="hp", action="append", default=[], metavar="METHOD.PARAM=VALUE",
                    help="a hyperparameter, e.g. ga.lr=0.003 or ga+falw.tau=0.1 (repeatable)")
-    c.add_argument("--data-dir", default=None, help="folder of the data set's files (CIFAR, Tiny-ImageNet)")
+    c.add_argument("--data-dir", default=None, help="folder of the data set's files (CIFAR, Tiny-ImageNet, image_folder)")
+    c.add_argument("--data-file", default=None, help="the .npz file of --dataset npz (MedMNIST layout)")
     c.add_argument("--store", default=DEFAULT_STORE,
                    help=f"baseline store, shared with studies (default: {DEFAULT_STORE})")
     c.add_argument("--no-store", action="store_true", help="train the baselines in memory and keep nothing")

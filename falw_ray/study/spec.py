@@ -12,7 +12,8 @@ from typing import Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from ..data.registry import DATASETS, data_options
+from .. import plugins
+from ..data.registry import data_digest, data_options, dataset_info, load_dataset
 from ..recipe import Recipe
 from ..scenario import DatasetName, ForgetSpec, ModelName, Scenario
 from ..plugins import PluginError
@@ -83,17 +84,32 @@ class ScenarioEntry(_Strict):
     forget: ForgetEntry = ForgetEntry()
     seed: int = Field(0, ge=0, description="seed of the search stage's baselines and splits")
     data_dir: str | None = None
+    data_file: str | None = Field(None, description="dataset npz: the .npz file (MedMNIST layout)")
     download: bool = False
     recipe: Recipe | None = None
 
     @model_validator(mode="after")
-    def _data_dir(self) -> "ScenarioEntry":
-        if DATASETS[self.dataset].needs_data_dir and self.data_dir is None:
+    def _data_dir(self, info: ValidationInfo) -> "ScenarioEntry":
+        data = dataset_info(self.dataset)
+        if data.needs_data_dir and self.data_dir is None:
             raise ValueError(f"dataset {self.dataset!r} needs data_dir: the folder that holds its files")
+        if data.needs_data_file and self.data_file is None:
+            raise ValueError(f"dataset {self.dataset!r} needs data_file: the .npz file that holds its arrays")
+        if self.data_file is not None and not (data.needs_data_file or plugins.is_ref(self.dataset)):
+            raise ValueError(f"data_file: dataset {self.dataset!r} reads no data file (data_file is for dataset npz "
+                             "or a loader of your own)")
         try:
             data_options(self.dataset, dict(self.data_options))
         except ValueError as e:
             raise ValueError(f"data_options.{e}") from None
+        for field, ref in (("dataset", self.dataset), ("model", self.model)):
+            if ref is not None and plugins.is_ref(ref):
+                try:
+                    found = plugins.load(ref, base=(info.context or {}).get("base"))
+                except plugins.PluginError as e:
+                    raise ValueError(f"{field}: {e}") from None
+                if not callable(found):
+                    raise ValueError(f"{field}: {ref} is a {type(found).__name__}, not a function")
         return self
 
     def missing_data_dir(self) -> str | None:
@@ -104,11 +120,19 @@ class ScenarioEntry(_Strict):
         return None
 
     def scenarios(self, seed: int | None = None) -> list[Scenario]:
+        """The entry's scenarios. Data that is not built in is read here (once per process) and
+        hashed: a bad file is a one-line error (files.DataFileError) naming it, before Ray starts."""
+        data_dir = str(Path(self.data_dir).expanduser()) if self.data_dir else None
+        data_file = str(Path(self.data_file).expanduser()) if self.data_file else None
+        options = data_options(self.dataset, dict(self.data_options)).hashable()
+        digest = data_digest(self.dataset, data_dir, data_file, options)
+        if self.dataset in ("npz", "image_folder"):
+            load_dataset(self.dataset, data_dir, self.download, options, data_file, digest)
         return [
             Scenario(dataset=self.dataset, data_options=dict(self.data_options), model=self.model, forget=f,
                      recipe=self.recipe,
                      seed=self.seed if seed is None else seed,
-                     data_dir=str(Path(self.data_dir).expanduser()) if self.data_dir else None, download=self.download)
+                     data_dir=data_dir, data_file=data_file, data_digest=digest, download=self.download)
             for f in self.forget.expand()
         ]
 
