@@ -86,7 +86,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(result.show())
     experiment = study.spec.tracking.experiment or study.spec.name
     print(f"\nresults: {result.results_dir}\n{mlflow_hint(result.tracking_uri, experiment)}")
-    return 0
+    failures = result.failures()
+    for error, n in failures.items():  # the tables above hold what finished; these trials did not
+        print(f"falw-ray: {n} trial(s) failed: {error}", file=sys.stderr)
+    return 1 if failures else 0
 
 
 def mlflow_hint(uri: str, experiment: str) -> str:

@@ -21,6 +21,7 @@ from ..data.registry import load_dataset
 from ..plugins import PluginError
 from ..scenario import Scenario
 from ..store import BaselineStore
+from .ship import this_node
 from .spec import StudyError
 
 
@@ -39,7 +40,7 @@ def build_baselines(scenario: Scenario, store_root: str, threads: int, data: Dat
         b, event = store_baselines(scenario, BaselineStore(store_root),
                                    log=lambda msg: print(f"falw-ray: {msg}", file=sys.stderr, flush=True), data=data)
     except PluginError as e:
-        raise StudyError(f"baselines of {scenario.name} on node {ray.util.get_node_ip_address()}: {e}") from None
+        raise StudyError(f"baselines of {scenario.name} on node {this_node()}: {e}") from None
     return b, {**event, "node": ray.util.get_node_ip_address()}
 
 

@@ -56,9 +56,45 @@ def runtime_env(cells, base: dict | None = None) -> dict | None:
     return {**(base or {}), "py_modules": paths}
 
 
+_SHIPPED: dict = {"job": None, "paths": []}
+"""The Ray connection (its job id) a study made in this process, and the plugin modules it ships."""
+
+
+def connected(env: dict | None) -> None:
+    """Record that a study connected to Ray with ``env``."""
+    _SHIPPED.update(job=_connection(), paths=list((env or {}).get("py_modules", [])))
+
+
+def _connection() -> tuple[str, str]:
+    """This process's Ray connection: its job and the driver's node (a new local Ray's first job has
+    the same id as the last one's; its node does not)."""
+    import ray
+
+    context = ray.get_runtime_context()
+    return context.get_job_id(), context.get_node_id()
+
+
+def unshipped(env: dict | None) -> tuple[list[str], bool]:
+    """With Ray already connected in this process: the plugin modules ``env`` needs that the
+    connection does not ship, and whether a study made that connection (and may remake it)."""
+    ours = _SHIPPED["job"] is not None and _connection() == _SHIPPED["job"]
+    shipped = _SHIPPED["paths"] if ours else []
+    return [p for p in (env or {}).get("py_modules", []) if p not in shipped], ours
+
+
 def register(methods: dict[str, str]) -> None:
     """On a worker: the study's plugin methods, imported by their ``module:ATTR`` (PluginError when
     one cannot be)."""
     for name, ref in methods.items():
         if name not in PLUGINS:
             load_plugin(ref)
+
+
+def this_node() -> str:
+    """The node this Ray worker runs on, for an error line: its address and the start of its id
+    (nodes of one machine share an address)."""
+    import ray
+
+    node_id = ray.get_runtime_context().get_node_id()
+    address = next((n["NodeManagerAddress"] for n in ray.nodes() if n["NodeID"] == node_id), "?")
+    return f"{address} ({node_id[:12]})"
