@@ -72,13 +72,19 @@ def data_options(name: str, raw: object = None) -> DataOptions:
     return validate_options(name, dataset_info(name).options, raw)
 
 
-@functools.lru_cache(maxsize=4)
 def load_dataset(name: str, data_dir: str | None = None, download: bool = False,
                  options: tuple[tuple[str, object], ...] = (), data_file: str | None = None,
                  digest: str | None = None) -> DatasetArrays:
     """Load a data set once per process (the arrays are read-only and shared).
     ``options`` are its generator options as (name, value) pairs (``DataOptions.hashable()``);
     ``digest`` (its files' content hash) keys the cache, so a file changed since is read again."""
+    return _load(name, data_dir, download, tuple(options), data_file, digest)
+
+
+@functools.lru_cache(maxsize=4)
+def _load(name: str, data_dir: str | None, download: bool, options: tuple, data_file: str | None,
+          digest: str | None) -> DatasetArrays:
+    """``load_dataset``'s cache, keyed by every argument however the call spelled them."""
     info = dataset_info(name)
     if info.needs_data_dir and data_dir is None:
         raise ValueError(f"dataset {name!r} needs data_dir: the folder that holds (or will hold) its files")
