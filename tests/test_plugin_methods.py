@@ -101,7 +101,7 @@ def test_file_and_entry_point_methods_run_like_a_builtin_with_and_without_falw(t
     target = install_entry_point_package(tmp_path)
     monkeypatch.syspath_prepend(str(target))  # the driver's path only: no node of the local Ray sees it
     study_dir = tmp_path / "study"
-    write_method(study_dir, "plug_clip_a", "ga_clip")
+    write_method(study_dir, "plug_clip_a", "ga_clip_a")
     study_file = study_dir / "study.yaml"
     study_file.write_text(study_text(
         """\
@@ -113,20 +113,20 @@ def test_file_and_entry_point_methods_run_like_a_builtin_with_and_without_falw(t
           epochs: 2
           space: {lr: {low: 1.0e-3, high: 1.0e-2, log: true}}
         """,
-        "[[ga, ga_clip], [ga, ga_ep]]"))
+        "[[ga, ga_clip_a], [ga, ga_ep]]"))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     result = Study.from_yaml(study_file).run(tracking_uri=uri, storage=tmp_path / "store", progress=False)
 
-    table = result.table[result.table["method"].isin(["ga_clip", "ga_ep", "ga"])]
+    table = result.table[result.table["method"].isin(["ga_clip_a", "ga_ep", "ga"])]
     assert sorted(zip(table["method"], table["falw"])) == [
-        ("ga", "off"), ("ga", "on"), ("ga_clip", "off"), ("ga_clip", "on"), ("ga_ep", "off"), ("ga_ep", "on")]
+        ("ga", "off"), ("ga", "on"), ("ga_clip_a", "off"), ("ga_clip_a", "on"), ("ga_ep", "off"), ("ga_ep", "on")]
     assert table["avg_gap_mean"].notna().all()
     assert (result.final["status"] == "finished").all() and len(result.final) == 6
     plugin_cells = result.best[result.best["method"] != "ga"]
     assert set(plugin_cells["falw"]) == {True, False} and plugin_cells["tau"].notna().sum() == 2, \
         "tau is searched for the plugins' FaLW cells as for a built-in's"
     assert list(zip(result.paired["a"], result.paired["b"])) == [
-        ("ga_clip", "ga_clip+falw"), ("ga_ep", "ga_ep+falw"), ("ga", "ga+falw"), ("ga", "ga_clip"), ("ga", "ga_ep")]
+        ("ga_clip_a", "ga_clip_a+falw"), ("ga_ep", "ga_ep+falw"), ("ga", "ga+falw"), ("ga", "ga_clip_a"), ("ga", "ga_ep")]
     assert result.paired["mean"].notna().all() and (result.paired["n"] == 1).all()
 
     client = MlflowClient(uri)
@@ -135,9 +135,9 @@ def test_file_and_entry_point_methods_run_like_a_builtin_with_and_without_falw(t
     by_method = {}
     for r in runs:
         by_method.setdefault(r.data.tags["method"], set()).add((r.data.tags["falw"], r.data.tags["stage"], r.info.status))
-    for method in ("ga_clip", "ga_ep", "ga"):
+    for method in ("ga_clip_a", "ga_ep", "ga"):
         assert by_method[method] == {(f, s, "FINISHED") for f in ("on", "off") for s in ("search", "final")}, method
-    clip_runs = [r for r in runs if r.data.tags["method"] == "ga_clip"]
+    clip_runs = [r for r in runs if r.data.tags["method"] == "ga_clip_a"]
     assert all("lr" in r.data.params and "avg_gap" in r.data.metrics for r in clip_runs)
 
 
@@ -226,3 +226,30 @@ def test_a_method_that_never_applies_falws_weights_is_stopped_with_falw_on(tmp_p
         exp.run("plain_i", falw=True)
     assert "\n" not in str(err.value)
     assert str(err.value).startswith("method 'plain_i' ran an epoch with FaLW on without applying FaLW's weights")
+
+
+WITH_OPTION = '''
+from falw_ray import Option
+
+SCHEDULED = GA_CLIP.__class__(**{**GA_CLIP.__dict__, "name": "ga_clip_j",
+                                 "options": {"order": Option(("forget", "shuffled"), {"npz": "shuffled", "*": "forget"},
+                                                             help="batch order")}})
+'''
+
+
+def test_a_plugin_methods_options_and_space_are_checked_as_a_builtins(tmp_path):
+    write_method(tmp_path, "plug_opt_j", "ga_clip_j0", extra=WITH_OPTION)
+    study_file = tmp_path / "study.yaml"
+    entry = "- {name: 'plug_opt_j:SCHEDULED', options: {order: shuffled}, space: {clip: {low: 1, high: 4}, lr: 0.01}}\n"
+    study_file.write_text(study_text(entry, "[[ga_clip_j, ga_clip_j+falw]]"))
+    cells = Study.from_yaml(study_file).cells
+    assert [(c.label, c.options, sorted(c.space), c.fixed) for c in cells] == [
+        ("ga_clip_j", {"order": "shuffled"}, ["clip"], {"lr": 0.01}),
+        ("ga_clip_j+falw", {"order": "shuffled"}, ["clip", "tau"], {"lr": 0.01})]
+    for bad, expected in (("options: {order: backwards}", "options.order: expected one of ['forget', 'shuffled'], "
+                                                          "got 'backwards'"),
+                          ("space: {momentun: 0.5}", "space: 'ga_clip_j' has no hyperparameter 'momentun'")):
+        study_file.write_text(study_text(f"- {{name: 'plug_opt_j:SCHEDULED', {bad}}}\n", "[]"))
+        with pytest.raises(StudyError) as err:
+            load_study(study_file)
+        assert "\n" not in str(err.value) and expected in str(err.value), str(err.value)
