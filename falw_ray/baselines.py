@@ -79,14 +79,16 @@ def train_role(
     scenario: Scenario,
     device: torch.device | str | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    data: DatasetArrays | None = None,
 ) -> Trained:
     """Train the ``original`` model on the whole pool, or the ``retrained`` one on the retain set,
     with the scenario's recipe and seed. The original ignores the forget set, so scenarios that
-    differ only there can share it."""
+    differ only there can share it. ``data``: the scenario's arrays when the caller has them (a
+    node without the data's files is handed them), else loaded here."""
     if role not in ROLES:
         raise ValueError(f"unknown baseline role {role!r}; expected one of {ROLES}")
     device = pick_device(device)
-    data, splits = scenario_splits(scenario)
+    data, splits = scenario_splits(scenario, data)
     rows = splits.pool if role == "original" else splits.retain
     x = to_device(data, data.train_x[rows], device)
     y = torch.from_numpy(data.train_y[rows]).to(device)
@@ -159,7 +161,8 @@ def stored_baselines(scenario: Scenario, store, data: DatasetArrays | None = Non
 
 
 def store_baselines(scenario: Scenario, store, device=None, log: Callable[[str], None] | None = None,
-                    progress: Callable[[str, int, int], None] | None = None) -> tuple[Baselines, dict]:
+                    progress: Callable[[str, int, int], None] | None = None,
+                    data: DatasetArrays | None = None) -> tuple[Baselines, dict]:
     """Both baselines of a scenario from the store, each trained (and stored) only where missing or
     corrupt, then evaluated and their metrics recorded with the pair. Returns the baselines and
     what happened to each role ("hit", "trained" or "rebuilt") with the metrics."""
@@ -168,8 +171,8 @@ def store_baselines(scenario: Scenario, store, device=None, log: Callable[[str],
         key = scenario.original_key() if role == "original" else scenario.key()
         info = {"scenario": scenario.model_dump(mode="json", exclude={"forget"} if role == "original" else None)}
         trained[role], events[role] = store.get_or_train(
-            role, key, lambda r=role: train_role(r, scenario, device, progress), info, log=log)
-    b = assemble(scenario, trained["original"], trained["retrained"], device=device)
+            role, key, lambda r=role: train_role(r, scenario, device, progress, data), info, log=log)
+    b = assemble(scenario, trained["original"], trained["retrained"], device=device, data=data)
     metrics = {"original": b.original_metrics, "retrained": b.retrained_metrics}
     store.attach("retrained", scenario.key(), {METRICS: json.dumps(metrics, indent=1).encode()})
     return b, {**events, "metrics": baseline_event(b)}

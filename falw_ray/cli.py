@@ -32,20 +32,35 @@ def cmd_compare(args: argparse.Namespace) -> int:
     try:
         forget = ForgetSpec(kind=args.forget, ratio=args.ratio, gamma=args.gamma)
         scenario = Scenario(dataset=args.dataset, model=args.model, forget=forget, seed=args.seed,
-                            data_dir=args.data_dir)
+                            data_dir=args.data_dir, data_file=args.data_file)
     except ValueError as e:
         raise SystemExit(f"falw-ray compare: {e}") from None
     exp = Experiment(scenario, device=args.device, store=None if args.no_store else args.store)
-    table = exp.compare(args.methods or _compare_methods(), hp=args.hp, epochs=args.epochs)
+    try:
+        methods = [_plugin_aware(name) for name in args.methods or _compare_methods()]
+    except ValueError as e:
+        raise SystemExit(f"falw-ray compare: {e}") from None
+    table = exp.compare(methods, hp=args.hp, epochs=args.epochs)
     shown = table[["method", "falw", *LABELS]].rename(columns=LABELS)
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     return 0
 
 
 def _compare_methods() -> list[str]:
-    from .unlearn import METHODS, PRESETS
+    """Every method a comparison runs by default: built-ins, presets and installed plugin methods."""
+    from .unlearn import METHODS, PRESETS, plugin_names
 
-    return [m for m in METHODS if m != "retrain"] + list(PRESETS)
+    return [m for m in METHODS if m != "retrain"] + list(PRESETS) + plugin_names()
+
+
+def _plugin_aware(name: str) -> str:
+    """A method name as the command line gives it, checked (a plugin loaded, a module beside the
+    working directory found): one line when it names nothing."""
+    from pathlib import Path
+
+    from .unlearn import METHODS, PRESETS, load_plugin
+
+    return name if name in METHODS or name in PRESETS else load_plugin(name, base=Path.cwd()).method.name
 
 
 def _fail(err: Exception) -> int:
@@ -71,7 +86,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(result.show())
     experiment = study.spec.tracking.experiment or study.spec.name
     print(f"\nresults: {result.results_dir}\n{mlflow_hint(result.tracking_uri, experiment)}")
-    return 0
+    failures = result.failures()
+    for error, n in failures.items():  # the tables above hold what finished; these trials did not
+        print(f"falw-ray: {n} trial(s) failed: {error}", file=sys.stderr)
+    return 1 if failures else 0
 
 
 def mlflow_hint(uri: str, experiment: str) -> str:
@@ -289,8 +307,9 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, ...]], indent: str = "
 
 
 def describe_method(name: str) -> list[str]:
-    """A method's (or preset's) summary, FaLW switch, hyperparameters and options, as ``falw-ray methods`` prints them."""
-    from .unlearn import PRESET_OPTIONS, PRESETS, get_method
+    """A method's (or preset's) summary, where it comes from, FaLW switch, hyperparameters and options,
+    as ``falw-ray methods`` prints them."""
+    from .unlearn import PLUGINS, PRESET_OPTIONS, PRESETS, get_method
 
     method = get_method(name)
     if name in PRESETS:
@@ -300,7 +319,9 @@ def describe_method(name: str) -> list[str]:
                  f"  {method.summary}"]
         falw_modes = [on]
     else:
-        lines = [f"{name}: {method.summary}"]
+        plugin = PLUGINS.get(method.name)
+        lines = [f"{method.name}: {method.summary}",
+                 f"  from: {'plugin ' + plugin.origin if plugin is not None else 'built-in'}"]
         falw_modes = [False, True] if method.forget_term else [False]
         lines.append("  FaLW: off or on (a cell each; tau is searched when on)" if method.forget_term
                      else "  FaLW: no (no forget term to weight)")
@@ -316,17 +337,25 @@ def describe_method(name: str) -> list[str]:
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
-    from .unlearn import METHODS, PRESETS
+    """Built-in methods, presets and installed plugin methods (or the ones named, ``module:ATTR`` too).
+    A plugin that cannot be loaded is listed as such, in one line, and the exit status is 1."""
+    from .unlearn import METHODS, PRESETS, plugin_names
 
-    names = args.names or [*METHODS, *PRESETS]
-    unknown = [n for n in names if n not in METHODS and n not in PRESETS]
-    if unknown:
-        return _fail(ValueError(f"unknown method {unknown[0]!r}; expected one of {sorted(METHODS) + sorted(PRESETS)}"))
-    blocks = ["\n".join(describe_method(n)) for n in names]
+    names = args.names or [*METHODS, *PRESETS, *plugin_names()]
+    blocks, broken = [], 0
+    for name in names:
+        try:
+            blocks.append("\n".join(describe_method(_plugin_aware(name))))
+        except ValueError as e:
+            if args.names and len(args.names) == 1:
+                return _fail(e)
+            blocks.append(f"{name}: cannot be loaded: {e}")
+            broken += 1
     print("\n\n".join(blocks))
     print("\nIn a study, a method's space: fixes a hyperparameter (a number) or searches it ({low, high, log}), "
-          "epochs: N\nsets its epochs and options: its choices; docs/method.md says what each method computes.")
-    return 0
+          "epochs: N\nsets its epochs and options: its choices; docs/method.md says what each method computes, "
+          "docs/plugins.md how to add one.")
+    return 1 if broken else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -339,17 +368,19 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compare", help="run every method with and without FaLW on one scenario (no Ray) and print "
                                        "the table; baselines come from the store, trained there only once")
     c.add_argument("--dataset", default="mnist1d", choices=sorted(DATASETS), help="data set (default: mnist1d)")
-    c.add_argument("--model", default=None, choices=sorted(MODELS), help="model (default: the data set's)")
+    c.add_argument("--model", default=None, metavar="MODEL",
+                   help=f"model (default: the data set's): {', '.join(sorted(MODELS))}, or module:FUNCTION")
     c.add_argument("--forget", default="longtail", choices=["longtail", "random"], help="forget set kind")
     c.add_argument("--ratio", type=float, default=0.1, help="forget set share of the training pool (default 0.1)")
     c.add_argument("--gamma", type=float, default=1.0, help="long-tail exponent (default 1)")
     c.add_argument("--seed", type=int, default=0, help="seed of the baselines, splits and unlearning")
     c.add_argument("--epochs", type=int, default=None, help="unlearning epochs for every method (default: each method's own)")
-    c.add_argument("--methods", nargs="*", default=None, choices=methods, metavar="METHOD",
-                   help=f"methods to run (default: all): {', '.join(methods)}")
+    c.add_argument("--methods", nargs="*", default=None, metavar="METHOD",
+                   help=f"methods to run (default: all): {', '.join(methods)}; or a plugin's module:ATTR")
     c.add_argument("--set", dest="hp", action="append", default=[], metavar="METHOD.PARAM=VALUE",
                    help="a hyperparameter, e.g. ga.lr=0.003 or ga+falw.tau=0.1 (repeatable)")
-    c.add_argument("--data-dir", default=None, help="folder of the data set's files (CIFAR, Tiny-ImageNet)")
+    c.add_argument("--data-dir", default=None, help="folder of the data set's files (CIFAR, Tiny-ImageNet, image_folder)")
+    c.add_argument("--data-file", default=None, help="the .npz file of --dataset npz (MedMNIST layout)")
     c.add_argument("--store", default=DEFAULT_STORE,
                    help=f"baseline store, shared with studies (default: {DEFAULT_STORE})")
     c.add_argument("--no-store", action="store_true", help="train the baselines in memory and keep nothing")
@@ -418,9 +449,11 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("files", nargs="+")
     v.set_defaults(func=cmd_validate)
 
-    me = sub.add_parser("methods", help="list every method and preset: summary, hyperparameters (default, range, "
-                                        "searched), options (choices, default) and what each means")
-    me.add_argument("names", nargs="*", metavar="METHOD", help="only these (default: all)")
+    me = sub.add_parser("methods", help="list every method, preset and installed plugin method: summary, where it "
+                                        "comes from, hyperparameters (default, range, searched), options (choices, "
+                                        "default) and what each means")
+    me.add_argument("names", nargs="*", metavar="METHOD", help="only these (default: all); module:ATTR describes a "
+                                                                "plugin method in a file here")
     me.set_defaults(func=cmd_methods)
 
     b = sub.add_parser("baselines", help="list or prune the baseline store")

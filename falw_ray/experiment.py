@@ -184,14 +184,15 @@ class Experiment:
 
         from .metrics import gaps as gaps_to
         from .study.schema import RETRAIN_ROW
-        from .unlearn import PRESETS, get_method
+        from .unlearn import PRESETS, get_method, method_name
 
         b = self.baselines
         rows = [{"method": "retrain", "falw": "-", **{k: b.retrained_metrics[k] for k in SUMMARY}, **RETRAIN_ROW,
                  "seconds": b.retrain_seconds},
                 {"method": "original", "falw": "-", **{k: b.original_metrics[k] for k in SUMMARY},
                  **gaps_to(b.original_metrics, b.retrained_metrics), "seconds": 0.0, "rte": 0.0}]
-        for name in methods:
+        for given in methods:
+            name = method_name(given)  # a plugin's module:ATTR is shown by the method's own name
             modes = [PRESETS[name][1]] if name in PRESETS else [on for on in falw if not on or get_method(name).forget_term]
             for on in modes:
                 params = dict((hp or {}).get(name, {}))

@@ -8,9 +8,12 @@ from typing import Annotated, Literal, Optional
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, SerializeAsAny, ValidationInfo, field_validator,
                       model_validator)
 
+from pathlib import Path
+
 from .data.options import DataOptions
-from .data.registry import DATASETS, data_options
+from .data.registry import DATASETS, data_digest, data_options, dataset_info
 from .models import MODELS
+from .plugins import PluginError, is_ref, split_ref
 from .recipe import Recipe, default_recipe
 
 BASELINE_CODE_VERSION = "2026.12-1"
@@ -30,14 +33,28 @@ evaluation counts every model output (argmax and softmax over all of them, shado
 
 
 def _known_dataset(v: str) -> str:
+    if is_ref(v):
+        return _ref(v)
     if v not in DATASETS:
-        raise ValueError(f"unknown dataset {v!r}; expected one of {sorted(DATASETS)}")
+        raise ValueError(f"unknown dataset {v!r}; expected one of {sorted(DATASETS)}, or module:FUNCTION naming a "
+                         "loader of your own")
     return v
 
 
 def _known_model(v: str | None) -> str | None:
+    if v is not None and is_ref(v):
+        return _ref(v)
     if v is not None and v not in MODELS:
-        raise ValueError(f"unknown model {v!r}; expected one of {sorted(MODELS)}")
+        raise ValueError(f"unknown model {v!r}; expected one of {sorted(MODELS)}, or module:FUNCTION naming a "
+                         "builder of your own")
+    return v
+
+
+def _ref(v: str) -> str:
+    try:
+        split_ref(v)
+    except PluginError as e:
+        raise ValueError(str(e)) from None
     return v
 
 
@@ -85,7 +102,11 @@ class Scenario(BaseModel):
     forget: ForgetSpec = ForgetSpec()
     seed: int = Field(0, ge=0)
     recipe: Recipe | None = None
+    data_digest: str | None = None
+    """The content hash of data that is not built in (``registry.data_digest``), computed when the
+    scenario is made: part of the key, so a changed file never reuses a stale baseline."""
     data_dir: str | None = Field(None, exclude=True)
+    data_file: str | None = Field(None, exclude=True)
     download: bool = Field(False, exclude=True)
 
     @field_validator("data_options", mode="before")
@@ -97,11 +118,27 @@ class Scenario(BaseModel):
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> "Scenario":
+        info = dataset_info(self.dataset)
+        if info.needs_data_file and self.data_file is None:
+            raise ValueError(f"dataset {self.dataset!r} needs data_file: the .npz file that holds its arrays")
         if self.model is None:
-            object.__setattr__(self, "model", DATASETS[self.dataset].default_model)
+            object.__setattr__(self, "model", info.default_model)
         if self.recipe is None:
             object.__setattr__(self, "recipe", default_recipe(self.dataset))
+        if self.data_digest is None:
+            object.__setattr__(self, "data_digest", data_digest(self.dataset, self.data_dir, self.data_file,
+                                                                self.data_options.hashable()))
         return self
+
+    @property
+    def dataset_label(self) -> str:
+        """The data set as names and labels show it: the file's or folder's name for npz and image
+        folders, module.function for a loader of one's own."""
+        if self.dataset == "npz":
+            return f"npz-{Path(self.data_file).stem}"
+        if self.dataset == "image_folder":
+            return f"folder-{Path(self.data_dir).name}"
+        return self.dataset.replace(":", ".")
 
     @property
     def options_label(self) -> str:
@@ -111,11 +148,18 @@ class Scenario(BaseModel):
 
     @property
     def name(self) -> str:
-        return f"{self.dataset}{self.options_label}-{self.model}-{self.forget.label}-s{self.seed}"
+        return f"{self.dataset_label}{self.options_label}-{self.model_label}-{self.forget.label}-s{self.seed}"
 
-    def data_args(self) -> tuple[str, str | None, bool, tuple[tuple[str, object], ...]]:
-        """The arguments of ``load_dataset`` for this scenario's arrays (hashable: it is lru_cached)."""
-        return self.dataset, self.data_dir, self.download, self.data_options.hashable()
+    @property
+    def model_label(self) -> str:
+        return self.model.replace(":", ".")
+
+    def data_args(self) -> tuple:
+        """The arguments of ``load_dataset`` for this scenario's arrays (hashable: it is lru_cached).
+        Files are keyed by their content hash too: one changed since is read again."""
+        files = self.dataset in ("npz", "image_folder")
+        return (self.dataset, self.data_dir, self.download, self.data_options.hashable(), self.data_file,
+                self.data_digest if files else None)
 
     def key(self) -> str:
         """Content address of the retrained model: every field that changes it (not where data lives)
@@ -131,6 +175,8 @@ class Scenario(BaseModel):
         fields = self.model_dump(mode="json", exclude=exclude)
         if not fields["data_options"]:
             del fields["data_options"]  # data sets without options keep the keys they had before options existed
+        if fields.get("data_digest") is None:
+            fields.pop("data_digest", None)  # likewise the built-in data sets, which have no content hash
         return fields
 
 

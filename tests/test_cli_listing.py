@@ -174,6 +174,7 @@ def test_methods_lists_every_method_and_preset_with_its_parameters_and_options()
     assert rows(by_name["retrain"]) == [
         ["retrain:", *"train from scratch on the retain set with the scenario's recipe (the reference every gap is "
                       "taken to)".split()],
+        ["from:", "built-in"],
         ["FaLW:", "no", "(no", "forget", "term", "to", "weight)"],
         ["hyperparameter", "default", "range", "searched", "help"],
         ["lr", "0.05", "0.001", "..", "0.5,", "log", "no", *"initial learning rate (default: the scenario recipe's)".split()],

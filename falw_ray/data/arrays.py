@@ -27,6 +27,9 @@ class DatasetArrays:
     scale: float = 255.0
     crop_pad: int = 0
     flip: bool = False
+    val_rows: np.ndarray | None = None
+    """Rows of train_x that are the data set's own validation split (FaLW's unseen data), kept out
+    of the training pool; None: one is carved out of the training rows per class."""
 
     def __post_init__(self) -> None:
         for split, x, y in (("train", self.train_x, self.train_y), ("test", self.test_x, self.test_y)):
@@ -40,6 +43,9 @@ class DatasetArrays:
         if self.train_x.shape[1:] != self.test_x.shape[1:] or self.train_x.dtype != self.test_x.dtype:
             raise ValueError(f"{self.name}: test_x must match train_x's {self.train_x.dtype} {self.train_x.shape[1:]}, "
                              f"got {self.test_x.dtype} {self.test_x.shape[1:]}")
+        if self.val_rows is not None and (len(self.val_rows) == 0 or self.val_rows.min() < 0
+                                          or self.val_rows.max() >= len(self.train_y)):
+            raise ValueError(f"{self.name}: val_rows must be a non-empty set of rows of train_x")
         if self.is_signal and (self.crop_pad or self.flip):
             raise ValueError(f"{self.name}: crop_pad and flip apply to images only; a signal needs crop_pad=0, flip=False")
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import plugins
+from ..plugins import is_ref
 from .arrays import DatasetArrays
 from .forget import classwise_forget, longtail_forget, random_forget
 from .mnist1d import Mnist1dOptions
@@ -18,11 +20,13 @@ from .splits import Splits, mia_members, test_subset, validation_split
 @dataclass(frozen=True)
 class DatasetInfo:
     loader: str
-    val_per_class: int
+    val_per_class: int | None
+    """Validation samples carved per class; None: a tenth of the smallest class, at most 50."""
     test_per_class: int | None
     default_model: str
     needs_data_dir: bool = True
     options: type[DataOptions] = DataOptions
+    needs_data_file: bool = False
 
 
 DATASETS: dict[str, DatasetInfo] = {
@@ -32,13 +36,35 @@ DATASETS: dict[str, DatasetInfo] = {
     "tinyimagenet": DatasetInfo("falw_ray.data.vision:load_tinyimagenet", 50, 25, "vgg16_bn"),
     "mnist1d": DatasetInfo("falw_ray.data.mnist1d:load_mnist1d", 40, None, "conv1d", needs_data_dir=False,
                            options=Mnist1dOptions),
+    "npz": DatasetInfo("falw_ray.data.files:load_npz", None, None, "cnn", needs_data_dir=False, needs_data_file=True),
+    "image_folder": DatasetInfo("falw_ray.data.files:load_image_folder", None, None, "cnn"),
 }
+"""Built-in data sets and the two file formats; ``module:load`` names a loader of one's own (plugin)."""
 
 
 def dataset_info(name: str) -> DatasetInfo:
+    if is_ref(name):
+        return DatasetInfo(name, None, None, "cnn", needs_data_dir=False)
     if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; expected one of {sorted(DATASETS)}")
+        raise ValueError(f"unknown dataset {name!r}; expected one of {sorted(DATASETS)}, or module:FUNCTION naming "
+                         "a loader of your own")
     return DATASETS[name]
+
+
+def data_digest(name: str, data_dir: str | None = None, data_file: str | None = None,
+                options: tuple[tuple[str, object], ...] = ()) -> str | None:
+    """The content hash a scenario's store key carries for data that is not built in: the npz file's
+    bytes, the image folder's files, or the arrays a loader of one's own returns. None for the
+    built-in data sets (their code version covers them)."""
+    from . import files
+
+    if name == "npz":
+        return files.file_digest(data_file)
+    if name == "image_folder":
+        return files.folder_digest(data_dir)
+    if is_ref(name):
+        return files.arrays_digest(load_dataset(name, data_dir, False, options, data_file, None))
+    return None
 
 
 def data_options(name: str, raw: object = None) -> DataOptions:
@@ -46,14 +72,33 @@ def data_options(name: str, raw: object = None) -> DataOptions:
     return validate_options(name, dataset_info(name).options, raw)
 
 
-@functools.lru_cache(maxsize=4)
 def load_dataset(name: str, data_dir: str | None = None, download: bool = False,
-                 options: tuple[tuple[str, object], ...] = ()) -> DatasetArrays:
-    """Load a registered data set once per process (the arrays are read-only and shared).
-    ``options`` are its generator options as (name, value) pairs (``DataOptions.hashable()``)."""
+                 options: tuple[tuple[str, object], ...] = (), data_file: str | None = None,
+                 digest: str | None = None) -> DatasetArrays:
+    """Load a data set once per process (the arrays are read-only and shared).
+    ``options`` are its generator options as (name, value) pairs (``DataOptions.hashable()``);
+    ``digest`` (its files' content hash) keys the cache, so a file changed since is read again."""
+    return _load(name, data_dir, download, tuple(options), data_file, digest)
+
+
+@functools.lru_cache(maxsize=4)
+def _load(name: str, data_dir: str | None, download: bool, options: tuple, data_file: str | None,
+          digest: str | None) -> DatasetArrays:
+    """``load_dataset``'s cache, keyed by every argument however the call spelled them."""
     info = dataset_info(name)
     if info.needs_data_dir and data_dir is None:
         raise ValueError(f"dataset {name!r} needs data_dir: the folder that holds (or will hold) its files")
+    if info.needs_data_file and data_file is None:
+        raise ValueError(f"dataset {name!r} needs data_file: the .npz file that holds its arrays")
+    if is_ref(name):
+        from .files import from_loader
+
+        given = {k: Path(v) for k, v in (("data_dir", data_dir), ("data_file", data_file)) if v is not None}
+        return from_loader(plugins.load(name)(**given), name)
+    if name in ("npz", "image_folder"):
+        from . import files
+
+        return files.load_npz(data_file) if name == "npz" else files.load_image_folder(data_dir)
     opts = data_options(name, dict(options))
     module, func = info.loader.split(":")
     loader = getattr(importlib.import_module(module), func)
@@ -71,7 +116,14 @@ def make_splits(
     """All index sets of one scenario, reproducible from the seed alone."""
     info = dataset_info(data.name)
     s_val, s_forget, s_test, s_mia = np.random.SeedSequence(seed).generate_state(4)
-    val, pool = validation_split(data.train_y, data.num_classes, info.val_per_class, int(s_val))
+    if data.val_rows is not None:
+        val = np.sort(data.val_rows).astype(np.int64)
+        pool = np.setdiff1d(np.arange(len(data.train_y)), val).astype(np.int64)
+    else:
+        per_class = info.val_per_class
+        if per_class is None:
+            per_class = int(min(50, max(1, np.bincount(data.train_y, minlength=data.num_classes).min() // 10)))
+        val, pool = validation_split(data.train_y, data.num_classes, per_class, int(s_val))
     pool_y = data.train_y[pool]
     if forget_kind == "longtail":
         rows = longtail_forget(pool_y, data.num_classes, ratio, gamma, int(s_forget))

@@ -7,6 +7,8 @@ from collections.abc import Callable
 
 import torch.nn as nn
 
+from .. import plugins
+from ..plugins import is_ref
 from .cnn import small_cnn
 from .conv1d import conv1d
 from .resnet import resnet18
@@ -21,12 +23,23 @@ MODELS: dict[str, Callable[[int, tuple[int, ...]], nn.Module]] = {
 
 
 def build_model(name: str, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
+    """A registered model, or ``module:FUNCTION`` (a builder of one's own, called the same way: with
+    the number of classes and the input shape)."""
+    if is_ref(name):
+        model = plugins.load(name)(num_classes, tuple(input_shape))
+        if not isinstance(model, nn.Module):
+            raise plugins.PluginError(f"model {name} returned a {type(model).__name__}, not a torch.nn.Module")
+        return model
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; expected one of {sorted(MODELS)}")
     return MODELS[name](num_classes, tuple(input_shape))
 
 
 def get_head(model: nn.Module) -> nn.Linear:
+    """The final linear layer, at ``model.head_path`` (a model of one's own sets it for Boundary Expanding)."""
+    if not hasattr(model, "head_path"):
+        raise ValueError(f"{type(model).__name__} has no head_path naming its final linear layer (e.g. head_path = "
+                         "'fc'), which this method widens")
     return model.get_submodule(model.head_path)
 
 

@@ -49,7 +49,7 @@ def stage_config(config: dict) -> dict:
 
 
 def scenario_label(s: Scenario) -> str:
-    return f"{s.dataset}{s.options_label}-{s.model}-{s.forget.label}"
+    return f"{s.dataset_label}{s.options_label}-{s.model_label}-{s.forget.label}"
 
 
 def build_cells(spec: StudySpec) -> list[Cell]:

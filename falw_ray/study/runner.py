@@ -73,6 +73,12 @@ class StudyResult:
     paired: pd.DataFrame = field(default_factory=pd.DataFrame)
     warnings: list[str] = field(default_factory=list)
 
+    def failures(self) -> dict[str, int]:
+        """Each distinct error of the study's failed trials (one line each) and how many trials it ended."""
+        errors = [e for frame in (self.trials, self.selection, self.final) if "error" in frame
+                  for e in frame.loc[frame["status"] == ERROR, "error"].fillna("failed")]
+        return {e: errors.count(e) for e in dict.fromkeys(errors)}
+
     def show(self) -> str:
         """The final table, the paired differences and the range warnings, as the console shows them."""
         parts = [format_table(self.table).to_string(index=False)]
@@ -136,11 +142,20 @@ class Study:
         # start) and written only once the cluster can hold a trial: a bad study writes nothing.
         tracker = Tracker(tracking_uri or spec.tracking.uri, spec.tracking.experiment or spec.name, root / "mlartifacts")
         tracker.check()
+        from . import ship
+
+        env = ship.runtime_env(self.cells, {"env_vars": dict(QUIET_ENV)} if address else None)
+        if ray.is_initialized() and (missing := ship.unshipped(env))[0]:
+            if missing[1]:  # an earlier study's connection, without this one's plugins: remake it
+                ray.shutdown()
+            else:
+                say(f"Ray was started before this study, without its plugin modules {missing[0]}: a worker that "
+                    "cannot import them fails its trials; start Ray with runtime_env={'py_modules': [...]}")
         if not ray.is_initialized():
             local = {} if address else {"_node_ip_address": "127.0.0.1"}
             connect_ray(address, include_dashboard=False, log_to_driver=verbose,
-                        logging_level=logging.INFO if verbose else logging.ERROR,
-                        runtime_env={"env_vars": dict(QUIET_ENV)} if address else None, **local)
+                        logging_level=logging.INFO if verbose else logging.ERROR, runtime_env=env, **local)
+            ship.connected(env)
         _check_resources(spec, self.source, address, ray.cluster_resources())
         check_shared_storage(root)
         self.concurrency = spec.search.max_concurrent or _slots(spec, address, ray.cluster_resources())
@@ -220,6 +235,7 @@ class Study:
 
         from .search import CellScheduler, rung_epochs
         from .shared import SharedObjects
+        from .ship import plugin_methods
         from .trainable import unlearning_trial
 
         spec, cells = self.spec, {c.id: c for c in self.cells}
@@ -255,7 +271,7 @@ class Study:
                                       datasets=dict(shared.datasets), threads=max(1, int(res.cpu)),
                                       falw_refresh_every=spec.search.falw_refresh_every,
                                       evaluate=evaluated_epochs(), compile=spec.search.compile,
-                                      precision=spec.search.precision)
+                                      precision=spec.search.precision, plugins=plugin_methods(self.cells))
             return tune.with_resources(fn, {"cpu": res.cpu, "gpu": res.gpu})
 
         final_seeds, select_seeds = spec.final_seeds(), spec.selection.seeds
@@ -325,6 +341,8 @@ class Study:
         selection = _trials_frame(records, cells, runs, "select")
         final = _trials_frame(records, cells, runs, "final")
         best = _chosen(best_per_cell(trials, cells), selection, trials, cells)
+        if best.empty:  # no cell has a trial that ran: the tables keep their columns
+            best = trials.iloc[0:0]
         final["seconds"] = final["elapsed"]
         keys = {s.key() for s in final_scenarios}
         reference = _reference_frame(shared.events, keys)
@@ -406,7 +424,13 @@ def _trials_frame(records: dict[str, dict], cells: dict, runs: dict, stage: str)
             "mlflow_run_id": runs.get(record["trial_id"]),
             **({"error": record.get("error", "")} if record["status"] == ERROR else {}),
         })
-    return pd.DataFrame(rows)
+    # No trial of the stage completed (every one failed before reporting): the frame still has its
+    # columns, so the tables of what did finish are written.
+    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=EMPTY_TRIALS)
+
+
+EMPTY_TRIALS = ["cell", "scenario", "method", "falw", "seed", "trial_id", "status", "epochs_done", *TRIAL_METRICS,
+                "fa_per_class", "started_at", "ended_at", "gpus", "gpu_share", "mlflow_run_id"]
 
 
 def _open_stage(records: dict[str, dict], n_search: int, selecting: bool) -> str:

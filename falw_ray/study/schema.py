@@ -64,8 +64,9 @@ rebuilt from the store sees it."""
 
 
 def status(result: dict | None, epochs: int, error: bool = False) -> str:
-    """The one rule for a completed trial's status, from its last reported result."""
-    if error or not result or OBJECTIVE not in result:
+    """The one rule for a completed trial's status, from its last reported result (``failed``: a trial
+    that could not run, reported instead of raised so that Tune does not retry it)."""
+    if error or not result or OBJECTIVE not in result or result.get("failed"):
         return ERROR
     if result.get("diverged"):
         return DIVERGED

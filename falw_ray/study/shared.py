@@ -13,27 +13,34 @@ from dataclasses import dataclass, field
 
 import ray
 import torch
+from ray.exceptions import RayTaskError
 
 from ..baselines import Baselines, store_baselines, stored_baselines
 from ..data.arrays import DatasetArrays
 from ..data.registry import load_dataset
+from ..plugins import PluginError
 from ..scenario import Scenario
 from ..store import BaselineStore
+from .ship import this_node
 from .spec import StudyError
 
 
 def dataset_key(s: Scenario) -> str:
-    """One shared copy per data set, where its files are and how it is generated."""
-    return f"{s.dataset}:{s.data_dir or ''}:{s.data_options.hashable()}"
+    """One shared copy per data set, where its files are, what they hold and how it is generated."""
+    return f"{s.dataset}:{s.data_dir or ''}:{s.data_file or ''}:{s.data_digest or ''}:{s.data_options.hashable()}"
 
 
 @ray.remote(num_returns=2)
-def build_baselines(scenario: Scenario, store_root: str, threads: int) -> tuple[Baselines, dict]:
+def build_baselines(scenario: Scenario, store_root: str, threads: int, data: DatasetArrays) -> tuple[Baselines, dict]:
     """Get each baseline from the store or train it, then evaluate both on the scenario; the event
-    names the node it ran on."""
+    names the node it ran on. ``data`` is the driver's copy: a node needs no data files of its own.
+    A plugin (a model of one's own) this node cannot import is one line naming it and the node."""
     torch.set_num_threads(max(1, threads))
-    b, event = store_baselines(scenario, BaselineStore(store_root),
-                               log=lambda msg: print(f"falw-ray: {msg}", file=sys.stderr, flush=True))
+    try:
+        b, event = store_baselines(scenario, BaselineStore(store_root),
+                                   log=lambda msg: print(f"falw-ray: {msg}", file=sys.stderr, flush=True), data=data)
+    except PluginError as e:
+        raise StudyError(f"baselines of {scenario.name} on node {this_node()}: {e}") from None
     return b, {**event, "node": ray.util.get_node_ip_address()}
 
 
@@ -79,7 +86,7 @@ class SharedObjects:
                 self.baselines[key] = ray.put(found[0])
                 self.ready[key] = {"scenario": s, "key": key, **found[1]}
                 continue
-            b_ref, e_ref = build_baselines.options(**opts).remote(s, store_root, int(cpu))
+            b_ref, e_ref = build_baselines.options(**opts).remote(s, store_root, int(cpu), self.datasets[dk])
             self.baselines[key] = b_ref
             self.pending[key] = (e_ref, s)
 
@@ -104,7 +111,12 @@ class SharedObjects:
             ready, _ = ray.wait(list(waiting), num_returns=1)
             key = waiting.pop(ready[0])
             _, s = self.pending.pop(key)
-            event = ray.get(ready[0])
+            try:
+                event = ray.get(ready[0])
+            except RayTaskError as e:
+                if isinstance(e.cause, StudyError):  # its one line, not the task's traceback
+                    raise StudyError(str(e.cause)) from None
+                raise
             check_stored(s, self.store_root, event.pop("node"))
             self.baselines[key] = ray.put(ray.get(self.baselines[key]))
             report({"scenario": s, "key": key, **event})

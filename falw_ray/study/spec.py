@@ -10,12 +10,14 @@ import typing
 from typing import Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from ..data.registry import DATASETS, data_options
+from .. import plugins
+from ..data.registry import data_digest, data_options, dataset_info, load_dataset
 from ..recipe import Recipe
 from ..scenario import DatasetName, ForgetSpec, ModelName, Scenario
-from ..unlearn import METHODS, PRESETS, Param, get_method
+from ..plugins import PluginError
+from ..unlearn import METHODS, PRESETS, Param, get_method, load_plugin
 
 
 class StudyError(ValueError):
@@ -82,17 +84,32 @@ class ScenarioEntry(_Strict):
     forget: ForgetEntry = ForgetEntry()
     seed: int = Field(0, ge=0, description="seed of the search stage's baselines and splits")
     data_dir: str | None = None
+    data_file: str | None = Field(None, description="dataset npz: the .npz file (MedMNIST layout)")
     download: bool = False
     recipe: Recipe | None = None
 
     @model_validator(mode="after")
-    def _data_dir(self) -> "ScenarioEntry":
-        if DATASETS[self.dataset].needs_data_dir and self.data_dir is None:
+    def _data_dir(self, info: ValidationInfo) -> "ScenarioEntry":
+        data = dataset_info(self.dataset)
+        if data.needs_data_dir and self.data_dir is None:
             raise ValueError(f"dataset {self.dataset!r} needs data_dir: the folder that holds its files")
+        if data.needs_data_file and self.data_file is None:
+            raise ValueError(f"dataset {self.dataset!r} needs data_file: the .npz file that holds its arrays")
+        if self.data_file is not None and not (data.needs_data_file or plugins.is_ref(self.dataset)):
+            raise ValueError(f"data_file: dataset {self.dataset!r} reads no data file (data_file is for dataset npz "
+                             "or a loader of your own)")
         try:
             data_options(self.dataset, dict(self.data_options))
         except ValueError as e:
             raise ValueError(f"data_options.{e}") from None
+        for field, ref in (("dataset", self.dataset), ("model", self.model)):
+            if ref is not None and plugins.is_ref(ref):
+                try:
+                    found = plugins.load(ref, base=(info.context or {}).get("base"))
+                except plugins.PluginError as e:
+                    raise ValueError(f"{field}: {e}") from None
+                if not callable(found):
+                    raise ValueError(f"{field}: {ref} is a {type(found).__name__}, not a function")
         return self
 
     def missing_data_dir(self) -> str | None:
@@ -103,11 +120,19 @@ class ScenarioEntry(_Strict):
         return None
 
     def scenarios(self, seed: int | None = None) -> list[Scenario]:
+        """The entry's scenarios. Data that is not built in is read here (once per process) and
+        hashed: a bad file is a one-line error (files.DataFileError) naming it, before Ray starts."""
+        data_dir = str(Path(self.data_dir).expanduser()) if self.data_dir else None
+        data_file = str(Path(self.data_file).expanduser()) if self.data_file else None
+        options = data_options(self.dataset, dict(self.data_options)).hashable()
+        digest = data_digest(self.dataset, data_dir, data_file, options)
+        if self.dataset in ("npz", "image_folder"):
+            load_dataset(self.dataset, data_dir, self.download, options, data_file, digest)
         return [
             Scenario(dataset=self.dataset, data_options=dict(self.data_options), model=self.model, forget=f,
                      recipe=self.recipe,
                      seed=self.seed if seed is None else seed,
-                     data_dir=str(Path(self.data_dir).expanduser()) if self.data_dir else None, download=self.download)
+                     data_dir=data_dir, data_file=data_file, data_digest=digest, download=self.download)
             for f in self.forget.expand()
         ]
 
@@ -124,10 +149,15 @@ class MethodEntry(_Strict):
 
     @field_validator("name")
     @classmethod
-    def _known_name(cls, v: str) -> str:
-        if v not in METHODS and v not in PRESETS:
-            raise ValueError(f"unknown method {v!r}; expected one of {sorted(METHODS) + sorted(PRESETS)}")
-        return v
+    def _known_name(cls, v: str, info: ValidationInfo) -> str:
+        """A built-in method or preset, or a plugin (``module:ATTR``, found beside the study file
+        first, or an installed entry point's name), which the study then calls by its own name."""
+        if v in METHODS or v in PRESETS:
+            return v
+        try:
+            return load_plugin(v, base=(info.context or {}).get("base")).method.name
+        except PluginError as e:
+            raise ValueError(str(e)) from None
 
     @field_validator("falw", mode="before")
     @classmethod
@@ -381,11 +411,12 @@ def format_validation_error(source: str, err: ValidationError, limit: int = 3) -
     return "\n".join(lines)
 
 
-def parse_study(data: object, source: str = "<study>") -> StudySpec:
+def parse_study(data: object, source: str = "<study>", base: str | Path | None = None) -> StudySpec:
+    """Validate a study; ``base`` is the folder plugin modules (``module:ATTR``) are looked for first."""
     if not isinstance(data, dict):
         raise StudyError(f"{source}: expected a mapping of study fields (name, scenarios, methods, ...), got {type(data).__name__}")
     try:
-        return StudySpec.model_validate(data)
+        return StudySpec.model_validate(data, context={"base": base})
     except ValidationError as err:
         raise StudyError(format_validation_error(source, err)) from None
 
@@ -405,4 +436,4 @@ def load_study(path: str | Path) -> StudySpec:
         raise StudyError(f"{path}: invalid YAML{where}: {getattr(e, 'problem', None) or e}") from None
     if data is None:
         raise StudyError(f"{path}: the file is empty; a study needs name, scenarios and methods")
-    return parse_study(data, str(path))
+    return parse_study(data, str(path), base=path.parent)

@@ -596,6 +596,8 @@ class TrialLogger(Callback):
         cell = self.cells[stage_config(trial.config)["cell"]]
         last = history[-1] if history else None
         status = trial_status(last, cell.epochs, error is not None)
+        if error is None and last is not None and last.get("failed"):  # failed without raising: its own line
+            error = str(last.get("error", "failed"))
         record = entry(trial.trial_id, trial_stage(trial.config), trial.config, int(trial.config.get("seq", -1)),
                        status, last, history, error)
         if self.failure is not None:  # the record cannot be trusted past a failed write: stop recording

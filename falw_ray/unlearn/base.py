@@ -26,6 +26,11 @@ class DivergedError(RuntimeError):
     """The unlearning loss became NaN or infinite."""
 
 
+class FalwUnused(ValueError):
+    """FaLW was on, but the method ran an epoch without asking for its weights: the run would be
+    labelled "with FaLW" and be the run without it."""
+
+
 @dataclass(frozen=True)
 class Param:
     """A hyperparameter: its default and the range a search draws it from."""
@@ -114,7 +119,12 @@ Hook = Callable[[UnlearnState], None]
 
 @dataclass(frozen=True)
 class Method:
-    """One unlearning method. ``loss`` maps a batch to a scalar; FaLW enters through ``state.weigh``."""
+    """One unlearning method. ``loss`` maps a batch to a scalar; FaLW enters through ``state.weigh``.
+
+    ``forget_term`` declares that the loss (or ``run_epoch``) weighs its forget rows by FaLW's weights
+    (``state.weigh``, or ``falw_weighted_mean``): the method then runs with and without FaLW. False
+    refuses FaLW (``falw: on`` is an error). A run with FaLW on whose first epoch never asked for a
+    weight stops with FalwUnused."""
 
     name: str
     summary: str
@@ -291,6 +301,10 @@ def unlearn(
         if method.epoch_start is not None:
             method.epoch_start(state)
         total = method.run_epoch(state) if method.run_epoch is not None else run_layout_epoch(state, method)
+        if epoch == 0 and isinstance(state.weigh, FalwWeigher) and state.weigh.calls == 0:
+            raise FalwUnused(f"method {method.name!r} ran an epoch with FaLW on without applying FaLW's weights "
+                             "(its loss never called state.weigh, e.g. through falw_weighted_mean): weigh its forget "
+                             "term, or declare forget_term=False so that FaLW is refused")
         if not torch.isfinite(total):
             raise DivergedError(f"{method.name}: loss is {float(total)} in epoch {epoch + 1}")
         if method.finish is not None and epoch == state.epochs - 1:

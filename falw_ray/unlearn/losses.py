@@ -18,6 +18,14 @@ def weighted_mean(per_sample: torch.Tensor, weights: torch.Tensor) -> torch.Tens
     return (weights * per_sample).sum() / len(per_sample)
 
 
+def falw_weighted_mean(state: UnlearnState, logits: torch.Tensor, batch: Batch, per_sample: torch.Tensor) -> torch.Tensor:
+    """A per-sample loss over ``batch`` (one value per row) reduced as the paper does: each forget
+    row's term times its FaLW weight (computed from ``logits``, the model's output on ``batch.x``;
+    1 when FaLW is off), retain rows times 1, summed and divided by the batch size. A method whose
+    forget term goes through this (or through ``state.weigh``) runs with and without FaLW."""
+    return weighted_mean(per_sample, forget_weights(state, logits, batch))
+
+
 def kl_per_sample(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """KL(teacher || student) at ``temperature`` per row, scaled by T^2 (SCRUB's distillation loss)."""
     t = temperature

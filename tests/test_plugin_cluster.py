@@ -1,0 +1,220 @@
+"""Plugins on every node of a real two-node Ray cluster (`ray start --head` and a worker, 1 CPU each,
+on free ports) whose nodes do not see the plugin: both run in a mount namespace where the study's
+folder is an empty tmpfs, so only the driver has the plugin file. The study ships it; a module it
+does not ship (a helper the plugin imports) fails its trials once each, in one line naming the module
+and the node, and the driver ends non-zero with the tables of what finished."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import ray
+
+from test_cluster_faults import RAY, _psutil
+from test_plugin_methods import write_method
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_ports(n: int) -> list[int]:
+    """n ports the kernel says are free now (held together while chosen, so they differ)."""
+    socks = []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def _hidden(folder: Path, command: str) -> list[str]:
+    return ["unshare", "-m", "--propagation", "private", "sh", "-c",
+            f'mount -t tmpfs tmpfs "{folder}" && exec {command}']
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    """Stop the nodes this fixture started, by their processes' ids (never `ray stop`)."""
+    psutil = _psutil()
+    family = []
+    for proc in procs:
+        try:
+            family += [proc.pid, *(p.pid for p in psutil.Process(proc.pid).children(recursive=True))]
+        except psutil.NoSuchProcess:
+            family.append(proc.pid)
+    for proc in reversed(procs):
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    for pid in family:
+        try:
+            psutil.Process(pid).kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
+@pytest.fixture(scope="module")
+def hidden_cluster(tmp_path_factory):
+    """(GCS address, the folder only the driver sees, each node's id)."""
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode:
+        pytest.skip("needs mount namespaces (unshare -m, as root) to hide the plugin from the nodes")
+    from ray._raylet import Config
+
+    tmp = tmp_path_factory.mktemp("cluster")
+    plugin_dir = tmp / "plugins"
+    plugin_dir.mkdir()
+    temp_dir = tempfile.mkdtemp(prefix="frp", dir="/tmp")  # short: Ray's socket paths must stay under 108 bytes
+    saved = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"  # nodes and driver alike (see test_cluster_faults.cluster)
+    Config.initialize("")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}  # falw_ray, and nothing of the plugin's
+    gcs, client, *rest = free_ports(16)
+    common = "--node-ip-address=127.0.0.1 --num-cpus=1 --block --disable-usage-stats"
+    node_ports = lambda p: (f"--node-manager-port={p[0]} --object-manager-port={p[1]} "
+                            f"--dashboard-agent-listen-port={p[2]} --dashboard-agent-grpc-port={p[3]} "
+                            f"--runtime-env-agent-port={p[4]} --metrics-export-port={p[5]}")
+    procs = [subprocess.Popen(_hidden(plugin_dir, f'"{RAY}" start --head --port={gcs} --ray-client-server-port={client} '
+                                                  f"--include-dashboard=false --temp-dir={temp_dir} "
+                                                  f"{node_ports(rest[:6])} {common}"),
+                              env=env, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    address = f"127.0.0.1:{gcs}"
+    try:
+        deadline = time.time() + 120
+        while socket.socket().connect_ex(("127.0.0.1", gcs)) != 0:
+            assert time.time() < deadline and procs[0].poll() is None, "the head node did not start"
+            time.sleep(0.5)
+        procs.append(subprocess.Popen(_hidden(plugin_dir, f'"{RAY}" start --address={address} {node_ports(rest[6:12])} '
+                                                          f"{common}"),
+                                      env=env, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        ray.shutdown()
+        ray.init(address=address, log_to_driver=False)
+        while sum(n["Alive"] for n in ray.nodes()) < 2:
+            assert time.time() < deadline, "the worker node did not join"
+            time.sleep(0.5)
+        nodes = [n["NodeID"] for n in ray.nodes() if n["Alive"]]
+        (plugin_dir / "probe.txt").write_text("only the driver sees this")
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        seen = ray.get([ray.remote(lambda p: os.path.exists(p)).options(
+            num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(n, soft=False)).remote(
+            str(plugin_dir / "probe.txt")) for n in nodes])
+        assert seen == [False, False], "the nodes see the plugin folder: the test would prove nothing"
+        ray.shutdown()  # the study starts its own connection, with the plugin modules in its runtime_env
+        yield address, plugin_dir, nodes
+    finally:
+        ray.shutdown()
+        _stop(procs)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        if saved is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = saved
+        Config.initialize("")
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    """One storage for the module's studies: their digits baselines are trained once."""
+    return tmp_path_factory.mktemp("storage")
+
+
+STUDY = """\
+name: {name}
+scenarios:
+  - {{dataset: digits, recipe: {{epochs: 3}}}}
+methods:
+{methods}
+search: {{trials: 2}}
+early_stopping: {{enabled: false}}
+resources: {{cpu: 1}}
+final: {{seeds: [1]}}
+"""
+
+
+def journal(storage: Path, name: str) -> list[dict]:
+    return [json.loads(line) for line in (storage / "ray" / f"{name}.finished.jsonl").read_text().splitlines()]
+
+
+def test_a_plugin_only_the_driver_has_runs_on_both_nodes(hidden_cluster, store, tmp_path):
+    from falw_ray.study.runner import Study
+
+    address, plugin_dir, nodes = hidden_cluster
+    write_method(plugin_dir, "plug_node_a", "ga_clip_node")
+    study_file = plugin_dir / "nodes.yaml"
+    study_file.write_text(STUDY.format(name="nodes", methods="  - {name: 'plug_node_a:GA_CLIP', falw: both}"))
+    result = Study.from_yaml(study_file).run(address=address, storage=store,
+                                             tracking_uri=f"sqlite:///{tmp_path / 'm.db'}", progress=False)
+    assert len(result.trials) == 4 and (result.trials["status"] == "finished").all(), result.trials[["cell", "status"]]
+    assert len(result.final) == 2 and (result.final["status"] == "finished").all()
+    assert set(result.table["method"]) >= {"ga_clip_node"}
+    ran_on = {r["result"]["node"] for r in journal(store, "nodes")}
+    assert ran_on == set(nodes), "every trial ran, on both nodes"
+
+
+HELPER = "CLIP = 2.0\n"
+USES_HELPER = '''
+from plug_node_b_helper import CLIP  # beside it on the driver, never shipped: the study ships the modules it names
+'''
+
+
+def test_a_node_that_cannot_import_the_plugin_fails_its_trials_once_in_one_line(hidden_cluster, store, tmp_path):
+    address, plugin_dir, nodes = hidden_cluster
+    write_method(plugin_dir, "plug_node_b", "ga_clip_b", extra=USES_HELPER)
+    (plugin_dir / "plug_node_b_helper.py").write_text(HELPER)
+    study_file = plugin_dir / "broken.yaml"
+    study_file.write_text(STUDY.format(name="broken", methods=textwrap.indent(
+        "- {name: 'plug_node_b:GA_CLIP', falw: off}\n- {name: ft, epochs: 2}", "  ")))
+    storage = store
+    proc = subprocess.run([sys.executable, "-m", "falw_ray.cli", "run", str(study_file), "--address", address,
+                           "--storage", str(storage), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"],
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout, proc.stderr[-3000:]
+    failed = [line for line in proc.stderr.splitlines() if "trial(s) failed" in line]
+    assert len(failed) == 1, proc.stderr
+    assert re.match(r"falw-ray: 2 trial\(s\) failed: node [0-9.]+ \([0-9a-f]{12}\): ", failed[0]), failed[0]
+    assert failed[0].endswith("): module 'plug_node_b' cannot be imported: No module named 'plug_node_b_helper'")
+    assert any(n[:12] in failed[0] for n in nodes)
+    assert len(proc.stderr.splitlines()) < 20, proc.stderr  # no retry storm, no tracebacks
+
+    records = journal(storage, "broken")
+    broken = [r for r in records if r["config"].get("cell", "").endswith("/ga_clip_b")]
+    assert [r["status"] for r in broken] == ["error", "error"] and all(r["result"]["failed"] for r in broken)
+    assert len({r["trial_id"] for r in records}) == len(records) == 5  # 2 + 2 searched, 1 final: none retried
+    final = pd.read_csv(storage / "broken" / "final.csv")
+    assert list(final["method"]) == ["ft"] and (final["status"] == "finished").all()
+    assert re.search(r"^digits-cnn-lt0.1-g1 +ft +off ", proc.stdout, re.M), proc.stdout
+
+
+def test_a_study_whose_every_trial_failed_still_writes_its_tables(hidden_cluster, store, tmp_path):
+    """No trial reported a result: the driver does not crash on the missing metrics (it did, with
+    KeyError: 'elapsed'), and the tables hold Retrain's and the original model's rows."""
+    from falw_ray.study.runner import Study
+
+    address, plugin_dir, nodes = hidden_cluster
+    write_method(plugin_dir, "plug_node_c", "ga_clip_c", extra=USES_HELPER.replace("plug_node_b", "plug_node_c"))
+    (plugin_dir / "plug_node_c_helper.py").write_text(HELPER)
+    study_file = plugin_dir / "allfail.yaml"
+    study_file.write_text(STUDY.format(name="allfail", methods="  - {name: 'plug_node_c:GA_CLIP', falw: both}"))
+    result = Study.from_yaml(study_file).run(address=address, storage=store,
+                                             tracking_uri=f"sqlite:///{tmp_path / 'm.db'}", progress=False)
+    assert list(result.failures().values()) == [4]
+    assert "module 'plug_node_c' cannot be imported" in next(iter(result.failures()))
+    assert result.final.empty and set(result.table["method"]) == {"retrain", "original"}
+    assert (result.results_dir / "trials.csv").exists() and (result.results_dir / "table.md").exists()
