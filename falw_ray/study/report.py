@@ -94,7 +94,8 @@ def search_frame(tracker: Tracker, study_run: str) -> pd.DataFrame:
 
 def report(study: str, tracking_uri: str | None = None, out_dir: str | Path | None = None, run_id: str | None = None,
            plots: bool = True):
-    """The final table of ``study`` (an experiment name) from its latest study run, or from ``run_id``.
+    """The final table of ``study`` (an experiment name) from its latest completed study run (never
+    one still running or interrupted), or from ``run_id``.
 
     Writes ``table.csv``, ``table.md`` and (``plots``) every plot of the study (see
     :mod:`falw_ray.study.plots`) into ``out_dir``, by default :func:`default_report_dir`, all from
@@ -103,9 +104,12 @@ def report(study: str, tracking_uri: str | None = None, out_dir: str | Path | No
 
     tracker = Tracker(tracking_uri, study)
     tracker.connect()
-    study_run = run_id or tracker.latest_study_run()
+    study_run = run_id or tracker.latest_study_run(finished=True)
     if study_run is None:
-        raise TrackingError(f"no study run of {study!r} in MLflow at {tracker.uri}")
+        latest = tracker.latest_study_run()
+        raise TrackingError(f"no completed study run of {study!r} in MLflow at {tracker.uri}" + (
+            f" (the latest, {latest}, is {tracker.client.get_run(latest).info.status}; name a run with --run)"
+            if latest else ""))
     final, reference, original = final_frames(tracker, study_run)
     if final.empty:
         raise TrackingError(f"study run {study_run} of {study!r} has no finished final-stage runs yet")

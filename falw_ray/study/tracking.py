@@ -49,6 +49,8 @@ VIEWS = {"falw-cells": "cell", "falw-final": "final", "falw-search": "search"}
 study run: key -> what it lists (one run per cell, or a stage's trial runs)."""
 STUDY_RUN = "study_run"
 """Tag naming the study run a baseline, cell or trial run belongs to (trial runs nest under their cell)."""
+JOURNAL = "journal"
+"""Tag naming the journal (its header's id) a study run mirrors: resume and sync find the run by it."""
 
 
 def per_class_metrics(values) -> dict[str, float]:
@@ -163,11 +165,22 @@ class Tracker:
         self.__dict__.update(state)
         self._client = None
 
-    def resume_study(self) -> str | None:
-        """Reopen the latest study run if it did not finish, so a resumed study writes into it."""
-        run_id = self.latest_study_run()
-        if run_id is None or self.client.get_run(run_id).info.status == "FINISHED":
-            return None
+    def resume_study(self, journal: str | None) -> str | None:
+        """Reopen the study run that mirrors the journal with id ``journal`` (its ``journal`` tag),
+        finished or not, so a resumed study writes into it; None where this store has none (a new
+        store: the study's run is made anew and filled from the journal). A journal written before
+        headers (``journal`` None) reopens the latest study run if it did not finish."""
+        if journal is None:
+            run_id = self.latest_study_run()
+            if run_id is None or self.client.get_run(run_id).info.status == "FINISHED":
+                return None
+        else:
+            runs = self.client.search_runs([self.experiment_id], filter_string=f"tags.kind = 'study' and "
+                                           f"tags.{JOURNAL} = '{journal}'", order_by=["attributes.start_time DESC"],
+                                           max_results=1)
+            if not runs:
+                return None
+            run_id = runs[0].info.run_id
         self.client.update_run(run_id, status="RUNNING")
         self.study_run = run_id
         self._set_views()
@@ -317,8 +330,9 @@ class Tracker:
     def end(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status=status)
 
-    def start_study(self, name: str, params: dict) -> str:
-        self.study_run = self.start_run(name, params=params, tags={"kind": "study"})
+    def start_study(self, name: str, params: dict, journal: str) -> str:
+        """The study's run, tagged with its journal's id (see :meth:`resume_study`)."""
+        self.study_run = self.start_run(name, params=params, tags={"kind": "study", JOURNAL: journal})
         self._set_views()
         return self.study_run
 
@@ -402,8 +416,10 @@ class Tracker:
                 os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = saved
         return {cid: {n: SimpleNamespace(**p) for n, p in space.items()} for cid, space in raw.items()}
 
-    def latest_study_run(self) -> str | None:
-        runs = self.client.search_runs([self.experiment_id], filter_string="tags.kind = 'study'",
+    def latest_study_run(self, finished: bool = False) -> str | None:
+        """The study run started last; with ``finished``, the last one that completed."""
+        done = " and attributes.status = 'FINISHED'" if finished else ""
+        runs = self.client.search_runs([self.experiment_id], filter_string=f"tags.kind = 'study'{done}",
                                        order_by=["attributes.start_time DESC"], max_results=1)
         return runs[0].info.run_id if runs else None
 
