@@ -345,7 +345,8 @@ class Study:
             # Tune's own experiment folder is a cache (the journal is the record): a fresh one per run.
             shutil.rmtree(root / "ray" / spec.name, ignore_errors=True)
             scheduler = (CellScheduler(self.cells, spec.early_stopping.grace_period,
-                                       spec.early_stopping.reduction_factor) if spec.early_stopping.enabled else None)
+                                       spec.early_stopping.reduction_factor).replay(records)
+                         if spec.early_stopping.enabled else None)
             tuner = tune.Tuner(trainable(), run_config=run_config, tune_config=tune.TuneConfig(
                 search_alg=search_alg, scheduler=scheduler,
                 num_samples=max(1, n_search + n_select + n_final - len(records)),
