@@ -328,7 +328,8 @@ class Study:
         run_config = tune.RunConfig(
             name=spec.name, storage_path=str(root / "ray"), verbose=0,
             callbacks=[logger, ProgressLine("search", n_search, say, cells).replay(records),
-                       *([ProgressLine("select", n_select, say, cells, at_most=True).replay(records)]
+                       *([ProgressLine("select", n_select, say, cells, at_most=True,
+                                       exact=search_alg.selection_runs).replay(records)]
                          if select_seeds else []),
                        ProgressLine("final", n_final, say, cells).replay(records)],
             failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),

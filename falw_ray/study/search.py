@@ -106,6 +106,14 @@ class CellSearcher(Searcher):
         chosen = not self.final_seeds or len(self.chosen) == len(self.cells)
         return searched and chosen and not self.queue and self.rerun == self.queued
 
+    def selection_runs(self) -> int | None:
+        """How many selection re-runs the study makes: known once every cell's search has ended."""
+        if not self.final_seeds or not self.select_seeds:
+            return 0
+        if len(self.candidates) < len(self.cells):
+            return None
+        return sum(len(c) * len(self.select_seeds) for c in self.candidates.values() if len(c) > 1)
+
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in self.reruns:
             self._selection_done(trial_id, result, error)
