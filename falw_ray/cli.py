@@ -26,7 +26,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     from .experiment import Experiment
     from .scenario import ForgetSpec, Scenario
-    from .study.schema import LABELS
+    from .columns import LABELS
 
     torch.set_num_threads(args.threads) if args.threads else None
     try:

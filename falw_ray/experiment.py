@@ -11,8 +11,9 @@ from pathlib import Path
 import torch
 
 from .baselines import Baselines, model_from, store_baselines, tensors_for, train_baselines
+from .columns import MEASURED, RETRAIN_ROW
 from .data.registry import load_dataset
-from .metrics import SUMMARY, evaluate, gaps
+from .metrics import evaluate, gaps
 from .scenario import Scenario
 from .train import pick_device
 from .unlearn import DivergedError, preset_options, resolve, retrain, unlearn
@@ -38,7 +39,7 @@ class RunResult:
         """A flat record: method, FaLW, the four metrics, their gaps, Avg. Gap, time, RTE."""
         return {
             "method": self.method, "falw": self.falw,
-            **{k: self.metrics[k] for k in SUMMARY}, **self.gaps, "seconds": self.seconds, "rte": self.rte,
+            **{k: self.metrics[k] for k in MEASURED}, **self.gaps, "seconds": self.seconds, "rte": self.rte,
         }
 
 
@@ -96,7 +97,7 @@ def run_method(
             metrics = evaluate(model, t)
         except FloatingPointError as e:
             raise DivergedError(f"{m.name}: {e} after epoch {epoch + 1}") from None
-        row = {"epoch": epoch + 1, **{k: metrics[k] for k in SUMMARY}, **gaps(metrics, reference),
+        row = {"epoch": epoch + 1, **{k: metrics[k] for k in MEASURED}, **gaps(metrics, reference),
                "elapsed": elapsed, "fa_per_class": metrics["fa_per_class"]}
         history.append(row)
         if on_epoch is not None:
@@ -109,7 +110,7 @@ def run_method(
             seed=scenario.seed if seed is None else seed, falw_refresh_every=falw_refresh_every, on_epoch=report,
             compile=compile, options=opts, precision=precision)
     last = history[-1]
-    final = {k: last[k] for k in (*SUMMARY, "fa_per_class")}
+    final = {k: last[k] for k in (*MEASURED, "fa_per_class")}
     seconds = last["elapsed"]
     return RunResult(
         method=method, falw=falw_on, hp=hp_full, options=opts,
@@ -183,13 +184,12 @@ class Experiment:
         import pandas as pd
 
         from .metrics import gaps as gaps_to
-        from .study.schema import RETRAIN_ROW
         from .unlearn import PRESETS, get_method
 
         b = self.baselines
-        rows = [{"method": "retrain", "falw": "-", **{k: b.retrained_metrics[k] for k in SUMMARY}, **RETRAIN_ROW,
+        rows = [{"method": "retrain", "falw": "-", **{k: b.retrained_metrics[k] for k in MEASURED}, **RETRAIN_ROW,
                  "seconds": b.retrain_seconds},
-                {"method": "original", "falw": "-", **{k: b.original_metrics[k] for k in SUMMARY},
+                {"method": "original", "falw": "-", **{k: b.original_metrics[k] for k in MEASURED},
                  **gaps_to(b.original_metrics, b.retrained_metrics), "seconds": 0.0, "rte": 0.0}]
         for name in methods:
             modes = [PRESETS[name][1]] if name in PRESETS else [on for on in falw if not on or get_method(name).forget_term]

@@ -5,13 +5,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..metrics import SUMMARY, gaps
+from ..columns import RUN_PARAMS
+from ..metrics import gaps
 from .results import final_table, format_table, paired_table, table_notes, to_markdown
-from .schema import FINISHED, METRICS, OBJECTIVE, RUNNING, status
+from .schema import FINISHED, MEASURED, METRICS, OBJECTIVE, RUNNING, status
 from .tracking import Tracker, TrackingError, per_class_from_metrics
 
-TRIAL_PARAMS = {"method", "falw", "scenario", "dataset", "model", "forget", "gamma", "seed", "epochs"}
-"""Parameters of a trial run that are not its hyperparameters (see tracking.TrialLogger)."""
 LOGGED_AS = {"seconds": "elapsed"}
 """A table column a trial's run logs under another name."""
 
@@ -41,9 +40,9 @@ def final_frames(tracker: Tracker, study_run: str) -> tuple[pd.DataFrame, pd.Dat
         p, m = run.data.params, run.data.metrics
         key = (p.get("label"), int(p["seed"]))
         if key in seeds and p.get("role") in roles:
-            roles[p["role"]].append({"scenario": key[0], "seed": key[1], **{k: m[k] for k in SUMMARY},
+            roles[p["role"]].append({"scenario": key[0], "seed": key[1], **{k: m[k] for k in MEASURED},
                                      "seconds": m["train_seconds"], "fa_per_class": per_class_from_metrics(m)})
-    columns = ["scenario", "seed", *SUMMARY, "seconds", "fa_per_class"]
+    columns = ["scenario", "seed", *MEASURED, "seconds", "fa_per_class"]
     refs = pd.DataFrame(roles["retrained"], columns=columns).drop_duplicates(["scenario", "seed"])
     retrained = {(r["scenario"], r["seed"]): r for r in roles["retrained"]}
     original = []
@@ -78,7 +77,7 @@ def search_frame(tracker: Tracker, study_run: str) -> pd.DataFrame:
         p, m, t = run.data.params, run.data.metrics, run.data.tags
         hp = {}
         for k, v in p.items():
-            if k not in TRIAL_PARAMS:
+            if k not in RUN_PARAMS:
                 try:
                     hp[k] = float(v)
                 except ValueError:

@@ -34,6 +34,7 @@ from .progress import ProgressLine
 from .connect import connect_ray
 from .journal import Journal, changes, header
 from .nodes import check_shared_storage
+from ..columns import TRIAL_COLUMNS
 from .schema import ERROR, FINISHED, MEASURED, OBJECTIVE, TRIAL_METRICS
 from .tracking import TRACKING_ERRORS, Tracker, TrialLogger
 
@@ -448,9 +449,8 @@ def _trials_frame(records: dict[str, dict], cells: dict, runs: dict, stage: str)
         m = record["result"]
         scenario = cell.at_seed(config["seed"]) if "seed" in config else cell.scenario
         rows.append({
-            "cell": cell.id, "scenario": scenario_label(scenario), "method": cell.method, "falw": cell.falw,
-            "seed": scenario.seed, "trial_id": record["trial_id"], "status": record["status"],
-            "epochs_done": m.get("epoch", 0),
+            **dict(zip(TRIAL_COLUMNS, (cell.id, scenario_label(scenario), cell.method, cell.falw, scenario.seed,
+                                       record["trial_id"], record["status"], m.get("epoch", 0)))),
             **({"rank": config["rank"]} if "rank" in config else {}),
             **cell.hp(config),
             **{k: m.get(k, float("nan")) for k in TRIAL_METRICS},

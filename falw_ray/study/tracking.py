@@ -33,6 +33,7 @@ from requests.exceptions import RequestException
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
+from ..columns import RUN_PARAMS
 from .cells import scenario_label, stage_config, trial_stage
 from .journal import entry
 from .schema import EPOCH_METRICS, ERROR, MEASURED, OBJECTIVE, status as trial_status
@@ -459,9 +460,9 @@ def trial_run(config: dict, cells: dict, trial_id: str) -> tuple[str, dict, dict
     stage, cfg = trial_stage(config), stage_config(config)
     cell = cells[cfg["cell"]]
     scenario = cell.at_seed(cfg["seed"]) if "seed" in cfg else cell.scenario
-    params = {"method": cell.method, "falw": cell.falw, "scenario": scenario.name, "dataset": scenario.dataset,
-              "model": scenario.model, "forget": scenario.forget.label, "gamma": scenario.forget.gamma,
-              "seed": scenario.seed, "epochs": cell.epochs, **cell.hp(cfg)}
+    params = {**dict(zip(RUN_PARAMS, (cell.method, cell.falw, scenario.name, scenario.dataset, scenario.model,
+                                      scenario.forget.label, scenario.forget.gamma, scenario.seed, cell.epochs))),
+              **cell.hp(cfg)}
     tags = {"kind": "trial", "stage": stage, "cell": cell.id, "method": cell.method,
             "falw": "on" if cell.falw else "off", "scenario": scenario.name, "label": scenario_label(scenario),
             "trial_id": trial_id}
