@@ -156,10 +156,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return status
 
 
-DEFAULT_STORE = "falw_results/baselines"
-"""The store studies (default storage), ``Experiment`` and ``falw-ray compare`` use."""
-
-
 def _store_root(args: argparse.Namespace):
     from pathlib import Path
 
@@ -279,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     from .data.registry import DATASETS
     from .models import MODELS
+    from .store import DEFAULT_STORE
 
     methods = _compare_methods()
     c = sub.add_parser("compare", help="run every method with and without FaLW on one scenario (no Ray) and print "

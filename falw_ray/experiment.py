@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -12,9 +11,11 @@ import torch
 
 from .baselines import Baselines, model_from, store_baselines, tensors_for, train_baselines
 from .columns import MEASURED, RETRAIN_ROW
+from .console import printer
 from .data.registry import load_dataset
 from .metrics import evaluate, gaps
 from .scenario import Scenario
+from .store import DEFAULT_STORE
 from .train import pick_device
 from .unlearn import DivergedError, preset_options, resolve, retrain, unlearn
 
@@ -120,10 +121,6 @@ def run_method(
     )
 
 
-DEFAULT_STORE = Path("falw_results") / "baselines"
-"""Where studies keep baselines with their default storage: the Python API shares it."""
-
-
 class Experiment:
     """A scenario with its baselines from the content-addressed store (trained there once, then
     reused by every later call, study or script), ready to run methods against.
@@ -144,7 +141,7 @@ class Experiment:
         self.scenario = scenario
         self.device = pick_device(device)
         self.store = Path(store).expanduser().resolve() if store is not None else None
-        self.say = _stderr if progress else _silent
+        self.say = printer(progress)
         self._baselines = baselines
         self.cache: dict[str, str] = {}
         self._tensors = None
@@ -215,11 +212,3 @@ class _Every:
             self.last = now
             return True
         return False
-
-
-def _stderr(msg: str) -> None:
-    print(f"falw-ray: {msg}", file=sys.stderr, flush=True)
-
-
-def _silent(msg: str) -> None:
-    pass

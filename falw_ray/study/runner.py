@@ -15,7 +15,6 @@ import os
 import shutil
 import signal
 import threading
-import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from .connect import connect_ray
 from .journal import Journal, changes, header
 from .nodes import check_shared_storage
 from ..columns import TRIAL_COLUMNS
+from ..console import first_line, printer
 from .schema import ERROR, FINISHED, MEASURED, OBJECTIVE, TRIAL_METRICS
 from .tracking import TRACKING_ERRORS, Tracker, TrialLogger
 
@@ -131,7 +131,7 @@ class Study:
         if not verbose:
             _quiet_libraries()
         spec.preflight(self.source)
-        say = _printer(progress)
+        say = printer(progress)
         started = time.time()
         root = Path(storage or spec.storage).expanduser().resolve()
         results_dir = root / spec.name
@@ -206,7 +206,7 @@ class Study:
                         tracker.end(run, "KILLED" if status == "KILLED" else "FAILED")
                     tracker.end(study_run, status)
             except TRACKING_ERRORS as e:
-                self._tracking_down = _first_line(e)
+                self._tracking_down = first_line(e)
             if self._tracking_down is not None:
                 say(f"MLflow at {tracker.uri} could not be written ({self._tracking_down}); every completed "
                     f"trial is in {self._journal(root).path}. Once MLflow is back, "
@@ -260,7 +260,7 @@ class Study:
             return self._searcher(records)
         except (KeyError, ValueError) as e:
             raise StudyError(f"{journal.path}: the journal's trials do not fit {self.source} ({type(e).__name__}: "
-                             f"{_first_line(e)}); `{self._fresh}` starts over (the old journal is kept under a "
+                             f"{first_line(e)}); `{self._fresh}` starts over (the old journal is kept under a "
                              "new name)") from None
 
     def _run(self, tracker: Tracker, root: Path, results_dir: Path, say) -> StudyResult:
@@ -400,7 +400,7 @@ class Study:
         try:
             _track(result, tracker, logger.cell_runs, cells, original)
         except TRACKING_ERRORS as e:
-            self._tracking_down = _first_line(e)
+            self._tracking_down = first_line(e)
         return result
 
     def _sync(self, tracker: Tracker, records: dict, cells: dict, say) -> dict | None:
@@ -408,7 +408,7 @@ class Study:
         try:
             runs, rebuilt = tracker.sync_trials(records, cells)
         except TRACKING_ERRORS as e:
-            self._tracking_down = _first_line(e)
+            self._tracking_down = first_line(e)
             return None
         say(f"MLflow: {rebuilt} trial run(s) rebuilt from the journal")
         return runs
@@ -636,22 +636,3 @@ def _slots(spec: StudySpec, address: str | None, cluster: dict) -> int:
     if spec.resources.gpu > 0:
         slots = min(slots, int(cluster.get("GPU", 0) // spec.resources.gpu))
     return max(1, slots)
-
-
-def _first_line(e: Exception) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0][:200] if text else type(e).__name__
-
-
-def _silent(msg: str) -> None:
-    pass
-
-
-def _printer(progress: bool):
-    if not progress:
-        return _silent
-
-    def say(msg: str) -> None:
-        print(f"falw-ray: {msg}", file=sys.stderr, flush=True)
-
-    return say

@@ -34,6 +34,7 @@ from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
 from ..columns import RUN_PARAMS
+from ..console import first_line
 from .cells import scenario_label, stage_config, trial_stage
 from .journal import entry
 from .schema import EPOCH_METRICS, ERROR, MEASURED, OBJECTIVE, status as trial_status
@@ -133,11 +134,6 @@ def _no_retries():
                 os.environ[k] = v
 
 
-def _first_line(e: Exception) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
-
-
 class Tracker:
     def __init__(self, uri: str | None, experiment: str, artifact_root: Path | None = None):
         self.uri = uri or default_tracking_uri()
@@ -155,7 +151,7 @@ class Tracker:
             try:
                 self._client = MlflowClient(tracking_uri=self.uri)
             except Exception as e:  # noqa: BLE001 - any failure to open the store is the one line below
-                raise TrackingError(f"MLflow tracking at {self.uri} is unreachable: {_first_line(e)}") from None
+                raise TrackingError(f"MLflow tracking at {self.uri} is unreachable: {first_line(e)}") from None
         return self._client
 
     def __getstate__(self) -> dict:
@@ -259,7 +255,7 @@ class Tracker:
                 try:
                     self.client.search_experiments(max_results=1)
                 except Exception as e:  # noqa: BLE001 - any failure to answer is the one-line error below
-                    raise TrackingError(f"MLflow tracking at {self.uri} is unreachable: {_first_line(e)}") from None
+                    raise TrackingError(f"MLflow tracking at {self.uri} is unreachable: {first_line(e)}") from None
             return
         self.client  # noqa: B018 - other schemes: an unknown one or an unreachable database fails here
 
@@ -280,14 +276,14 @@ class Tracker:
             else:
                 self.experiment_id = exp.experiment_id
         except Exception as e:  # noqa: BLE001 - whatever the store raises, the study stops with one line
-            raise TrackingError(f"MLflow tracking at {self.uri} is unreachable: {_first_line(e)}") from None
+            raise TrackingError(f"MLflow tracking at {self.uri} is unreachable: {first_line(e)}") from None
         return exp
 
     def _set_views(self) -> None:
         try:
             self._ensure_views(self.client.get_experiment(self.experiment_id))
         except TRACKING_ERRORS as e:  # a read-only or older server: the runs are logged all the same
-            warnings.warn(f"falw_ray: could not set the experiment's shared MLflow views: {_first_line(e)}",
+            warnings.warn(f"falw_ray: could not set the experiment's shared MLflow views: {first_line(e)}",
                           RuntimeWarning, stacklevel=2)
 
     def _ensure_views(self, exp) -> None:
@@ -409,7 +405,7 @@ class Tracker:
                     raw = json.load(f)
         except (*TRACKING_ERRORS, json.JSONDecodeError) as e:
             raise TrackingError(f"MLflow tracking at {self.uri}: {SEARCH_SPACE} of run {study_run} could not be "
-                                f"read: {_first_line(e)}") from None
+                                f"read: {first_line(e)}") from None
         finally:
             if saved is None:
                 os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
