@@ -1,4 +1,4 @@
-"""The study's one durable record of its completed trials, written by the driver.
+"""The study's one durable record of its completed trials, written by the driver (:class:`Recorder`).
 
 Its first line is a header naming the study it belongs to (see :func:`header`): the study file's
 content hash, the falw_ray version, the settings that decide its trials, and an id that tags the
@@ -17,7 +17,11 @@ import time
 import uuid
 from pathlib import Path
 
+from ray.tune import Callback
 from ray.tune.result import AUTO_RESULT_KEYS
+
+from .cells import stage_config, trial_stage
+from .schema import status
 
 TUNE_KEYS = frozenset(AUTO_RESULT_KEYS) | {"trial_id", "done", "experiment_tag", "should_checkpoint"}
 """Keys Tune adds to every result: the record keeps what the trial itself reported."""
@@ -175,3 +179,53 @@ class Journal:
             if isinstance(record, dict) and "trial_id" in record and "stage" in record:
                 done[record["trial_id"]] = record
         return done
+
+
+class Recorder(Callback):
+    """The Tune callback that writes the journal, on the driver, first among the study's callbacks:
+    a trial's entry is appended and synced the moment Tune completes it (or gives up on it), before
+    MLflow or the progress lines hear of it. The MLflow logger reads the entry back from
+    :attr:`records` to close the trial's run as the journal says it ended."""
+
+    def __init__(self, journal: Journal, cells: dict):
+        self.journal, self.cells = journal, cells
+        self.history: dict[str, list[dict]] = {}
+        self.open: dict[str, str] = {}          # trials started and not yet ended -> their stage
+        self.records: dict[str, dict] = {}      # trials this run recorded -> their entries
+        self.failure: OSError | None = None     # a write that failed: nothing is recorded after it
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.open[trial.trial_id] = trial_stage(trial.config)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        history = self.history.setdefault(trial.trial_id, [])
+        epoch = int(result.get("epoch", 0))
+        if history and epoch <= int(history[-1].get("epoch", 0)):  # a retried trial starts over
+            history[:] = [r for r in history if int(r.get("epoch", 0)) < epoch]
+        history.append(result)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._record(trial)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        try:
+            error = str(trial.get_error() or "failed")
+        except OSError as e:
+            error = f"failed (its error file could not be read: {e.strerror or e})"
+        self._record(trial, error.strip().splitlines()[-1][:300] if error.strip() else "failed")
+
+    def _record(self, trial, error: str | None = None) -> None:
+        self.open.pop(trial.trial_id, None)
+        history = self.history.pop(trial.trial_id, [])
+        cell = self.cells[stage_config(trial.config)["cell"]]
+        last = history[-1] if history else None
+        record = entry(trial.trial_id, trial_stage(trial.config), trial.config, int(trial.config.get("seq", -1)),
+                       status(last, cell.epochs, error is not None), last, history, error)
+        if self.failure is not None:  # the record cannot be trusted past a failed write: stop recording
+            raise self.failure
+        try:
+            self.journal.append(record)
+        except OSError as e:  # a full disk: Tune stops with it, and the runner raises it (naming the file)
+            self.failure = e
+            raise
+        self.records[trial.trial_id] = record

@@ -31,7 +31,7 @@ from .results import (best_per_cell, cell_summary, choose, edge_warnings, select
 from .spec import StudyError, StudySpec, load_study, parse_study
 from .progress import ProgressLine
 from .connect import connect_ray
-from .journal import Journal, changes, header
+from .journal import Journal, Recorder, changes, header
 from .nodes import check_shared_storage
 from ..columns import TRIAL_COLUMNS
 from ..console import first_line, printer
@@ -191,7 +191,7 @@ class Study:
             return result
         except KeyboardInterrupt:
             status = "KILLED"
-            open_stages = getattr(getattr(self, "_logger", None), "open", {}).values()
+            open_stages = getattr(getattr(self, "_recorder", None), "open", {}).values()
             self.stage = min(open_stages, key=STAGES.index, default=self.stage)
             raise StudyInterrupted(self.stage, self._resume) from None
         except StudyInterrupted:
@@ -325,10 +325,11 @@ class Study:
             if not complete:
                 say(f"resuming from {journal.path}: {len(records)} completed trial(s) kept"
                     + (f", {rebuilt} MLflow run(s) rebuilt" if rebuilt else ""))
-        logger = self._logger = TrialLogger(tracker, cells, journal, runs)
+        recorder = self._recorder = Recorder(journal, cells)
+        logger = self._logger = TrialLogger(tracker, cells, recorder, runs)
         run_config = tune.RunConfig(
             name=spec.name, storage_path=str(root / "ray"), verbose=0,
-            callbacks=[logger, ProgressLine("search", n_search, say, cells).replay(records),
+            callbacks=[recorder, logger, ProgressLine("search", n_search, say, cells).replay(records),
                        *([ProgressLine("select", n_select, say, cells, at_most=True,
                                        exact=search_alg.selection_runs).replay(records)]
                          if select_seeds else []),
@@ -358,15 +359,15 @@ class Study:
                 with _no_result_files_warning():
                     tuner.fit()
             except TuneError:
-                if logger.failure is not None:  # the journal could not be written: that, not Tune's traceback
-                    raise logger.failure from None
+                if recorder.failure is not None:  # the journal could not be written: that, not Tune's traceback
+                    raise recorder.failure from None
                 raise
         lost = logger.flush()
         records = journal.load()
-        if logger.open or not searcher(records).finished():
+        if recorder.open or not searcher(records).finished():
             # Tune ends fit() early, without an error, when it is interrupted: trials still open (or
             # a study short of its trials) mean the study did not end.
-            self.stage = min(logger.open.values(), key=STAGES.index, default=_open_stage(records, n_search, bool(select_seeds)))
+            self.stage = min(recorder.open.values(), key=STAGES.index, default=_open_stage(records, n_search, bool(select_seeds)))
             raise StudyInterrupted(self.stage, self._resume)
         runs = dict(logger.runs)
         if lost:

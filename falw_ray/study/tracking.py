@@ -36,8 +36,7 @@ from ray.tune import Callback
 from ..columns import RUN_PARAMS
 from ..console import first_line
 from .cells import scenario_label, stage_config, trial_stage
-from .journal import entry
-from .schema import EPOCH_METRICS, ERROR, MEASURED, OBJECTIVE, status as trial_status
+from .schema import EPOCH_METRICS, ERROR, MEASURED, OBJECTIVE
 
 PARENT = "mlflow.parentRunId"
 
@@ -543,18 +542,16 @@ class Writer:
 
 
 class TrialLogger(Callback):
-    """A Tune callback on the driver: records each completed trial in the journal (first, synced to
-    disk), and mirrors trials to MLflow: a nested run per trial, per-epoch metrics, a final status.
+    """A Tune callback on the driver that mirrors trials to MLflow, a sink fed from the record: a
+    nested run per trial, per-epoch metrics, and the run closed as the trial's journal entry (written
+    by the journal's :class:`~falw_ray.study.journal.Recorder`, which Tune calls first) says it ended.
 
     MLflow writes go through a :class:`Writer` (call :meth:`flush` before reading the runs)."""
 
-    def __init__(self, tracker: Tracker, cells: dict, journal, runs: dict | None = None):
-        self.tracker, self.cells, self.journal = tracker, cells, journal
+    def __init__(self, tracker: Tracker, cells: dict, recorder, runs: dict | None = None):
+        self.tracker, self.cells, self.recorder = tracker, cells, recorder
         self.runs: dict[str, str | None] = dict(runs or {})
-        self.open: dict[str, str] = {}  # trials started and not yet ended -> their stage
         self.cell_runs: dict[str, str] = tracker.cell_runs() if tracker.study_run else {}
-        self.history: dict[str, list[dict]] = {}
-        self.failure: OSError | None = None
         self.writer = Writer()
 
     def flush(self) -> list[str]:
@@ -571,7 +568,6 @@ class TrialLogger(Callback):
         return self.cell_runs[cell.id]
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        self.open[trial.trial_id] = trial_stage(trial.config)
         if trial.trial_id in self.runs:  # retried after its worker died: same run
             return
         self.runs[trial.trial_id] = None  # filled in by the writer, which runs the writes in order
@@ -584,16 +580,10 @@ class TrialLogger(Callback):
         self.writer.submit(start)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        trial_id = trial.trial_id
-        history = self.history.setdefault(trial_id, [])
-        epoch = int(result.get("epoch", 0))
-        if history and epoch <= int(history[-1].get("epoch", 0)):  # a retried trial starts over
-            history[:] = [r for r in history if int(r.get("epoch", 0)) < epoch]
-        history.append(result)
         metrics = {k: result[k] for k in EPOCH_METRICS if k in result}
-        diverged = bool(result.get("diverged"))
+        epoch, diverged = int(result.get("epoch", 0)), bool(result.get("diverged"))
 
-        def log(trial_id=trial_id):
+        def log(trial_id=trial.trial_id):
             run = self.runs.get(trial_id)
             if run is None:
                 return
@@ -603,41 +593,19 @@ class TrialLogger(Callback):
 
         self.writer.submit(log)
 
-    def _record(self, trial, error: str | None = None) -> dict:
-        """The trial's journal entry, appended before anything else is written about it."""
-        history = self.history.pop(trial.trial_id, [])
-        cell = self.cells[stage_config(trial.config)["cell"]]
-        last = history[-1] if history else None
-        status = trial_status(last, cell.epochs, error is not None)
-        record = entry(trial.trial_id, trial_stage(trial.config), trial.config, int(trial.config.get("seq", -1)),
-                       status, last, history, error)
-        if self.failure is not None:  # the record cannot be trusted past a failed write: stop recording
-            raise self.failure
-        try:
-            self.journal.append(record)
-        except OSError as e:  # a full disk: Tune stops with it, and the runner raises it (naming the file)
-            self.failure = e
-            raise
-        return record
-
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self.open.pop(trial.trial_id, None)
-        record = self._record(trial)
-        self._close(trial.trial_id, record)
+        self._close(trial.trial_id)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self.open.pop(trial.trial_id, None)
-        try:
-            error = str(trial.get_error() or "failed")
-        except OSError as e:
-            error = f"failed (its error file could not be read: {e.strerror or e})"
-        record = self._record(trial, error.strip().splitlines()[-1][:300] if error.strip() else "failed")
-        self._close(trial.trial_id, record)
+        self._close(trial.trial_id)
 
-    def _close(self, trial_id: str, record: dict) -> None:
+    def _close(self, trial_id: str) -> None:
+        record = self.recorder.records.get(trial_id)
+        if record is None:  # not recorded (the journal could not be written): the study stops
+            return
         cell = self.cells[stage_config(record["config"])["cell"]]
 
-        def close(trial_id=trial_id):
+        def close():
             if (run := self.runs.get(trial_id)) is not None:
                 self.tracker.end_trial(run, record, cell)
 
