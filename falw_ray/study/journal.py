@@ -100,7 +100,8 @@ def changes(old: dict, new: dict) -> tuple[str | None, list[str]]:
 class Journal:
     """A header line (see :func:`header`), then one JSON line per completed trial (see :func:`entry`).
 
-    Nothing here deletes or truncates a journal: a study started over sets the old one aside."""
+    Nothing here deletes a journal or removes a line it recorded: a study started over sets the old
+    one aside, and a failed append takes back only the bytes it wrote itself."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
