@@ -118,6 +118,8 @@ def test_sync_into_a_new_store_writes_every_trial_and_report_reads_it(done):
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("tiny")
     assert len(client.search_runs([exp.experiment_id], "tags.kind = 'baseline'")) == 2 * 3, "seeds 0, 5 and 1"
+    study_run = client.search_runs([exp.experiment_id], "tags.kind = 'study'")[0].info.run_id
+    assert "search_space.json" in {a.path for a in client.list_artifacts(study_run)}
 
     in_progress = Tracker(uri, "tiny")
     in_progress.connect()

@@ -94,8 +94,8 @@ class Study:
     def __init__(self, spec: StudySpec | dict, source: str = "<study>"):
         self.spec = spec if isinstance(spec, StudySpec) else parse_study(spec, source)
         self.source = source
+        # The study's content hash, as its journal's header names it: the file's bytes (from_yaml), else the spec's.
         self.digest = hashlib.sha256(json.dumps(self.spec.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
-        """The study's content hash, as its journal's header names it: the file's bytes (from_yaml), else the spec's."""
         self.stage = "start"
         try:
             self.cells: list[Cell] = build_cells(self.spec)
@@ -327,6 +327,8 @@ class Study:
                     + (f", {rebuilt} MLflow run(s) rebuilt" if rebuilt else ""))
         recorder = self._recorder = Recorder(journal, cells)
         logger = self._logger = TrialLogger(tracker, cells, recorder, runs)
+        if complete:
+            logger.setup()  # what the logger writes when Tune starts (the search space): Tune will not start
         run_config = tune.RunConfig(
             name=spec.name, storage_path=str(root / "ray"), verbose=0,
             callbacks=[recorder, logger, ProgressLine("search", n_search, say, cells).replay(records),
