@@ -2,12 +2,13 @@
 
 Its first line is a header naming the study it belongs to (see :func:`header`): the study file's
 content hash, the falw_ray version, the settings that decide its trials, and an id that tags the
-study's MLflow run, so that resume, sync and report can tell whether the study changed and which
-MLflow run (in whatever store) is its mirror. Then a trial's entry (its stage, its config, the order the searcher created it in, its status, its last
-result and every result it reported) is appended and synced to disk the moment Tune completes it,
-before anything else is written about it. Resume reads this file alone: the searcher replays it,
-the tables are built from it, and the MLflow runs are rebuilt from it where they are missing or
-partial. Tune's own experiment state and the MLflow store are caches of it, never read back.
+study's MLflow run, so that resume and sync can tell whether the study changed and which MLflow run
+(in whatever store) mirrors it. Then a trial's entry (its stage, its config, the order the searcher
+created it in, its status, its last result and every result it reported) is appended and synced to
+disk the moment Tune completes it, before anything else is written about it. Resume reads this file
+alone: the searcher and early stopping's rungs replay it, the tables are built from it, and the
+MLflow runs are rebuilt from it where they are missing or partial. Tune's own experiment state and
+the MLflow store are caches of it, never read back.
 """
 from __future__ import annotations
 
