@@ -17,6 +17,7 @@ from .data.splits import Splits
 from .metrics import evaluate
 from .models import build_model
 from .scenario import Scenario
+from .store import CorruptEntry, Trained
 from .tensors import ScenarioTensors, scenario_tensors
 from .train import fit, pick_device, prepare_model, seed_everything
 
@@ -24,14 +25,6 @@ StateArrays = dict[str, np.ndarray]
 """A state dict as numpy arrays: zero-copy through Ray's object store, plain to save."""
 
 ROLES = ("original", "retrained")
-
-
-@dataclass
-class Trained:
-    """One trained baseline model and how long its training took."""
-
-    state: StateArrays
-    seconds: float
 
 
 @dataclass
@@ -146,8 +139,6 @@ def stored_baselines(scenario: Scenario, store, data: DatasetArrays | None = Non
     """Both baselines straight from a :class:`falw_ray.store.BaselineStore`, with the metrics recorded
     when they were built, or None when anything is missing or fails its checksum (then
     :func:`store_baselines` rebuilds it). Nothing is trained or evaluated."""
-    from .store import CorruptEntry
-
     try:
         original = store.load("original", scenario.original_key())
         retrained = store.load("retrained", scenario.key())

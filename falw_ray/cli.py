@@ -26,7 +26,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     from .experiment import Experiment
     from .scenario import ForgetSpec, Scenario
-    from .study.schema import LABELS
+    from .columns import LABELS
 
     torch.set_num_threads(args.threads) if args.threads else None
     try:
@@ -77,7 +77,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         study = Study.from_yaml(args.study)
         result = study.run(address=args.address, tracking_uri=args.tracking_uri, storage=args.storage,
                            progress=not args.quiet, resume=args.command in ("resume", "sync"), verbose=args.verbose,
-                           sync_only=args.command == "sync")
+                           sync_only=args.command == "sync", fresh=getattr(args, "fresh", False))
     except StudyInterrupted as e:
         print(f"falw-ray: {e}", file=sys.stderr)
         return 130
@@ -229,10 +229,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return status
 
 
-DEFAULT_STORE = "falw_results/baselines"
-"""The store studies (default storage), ``Experiment`` and ``falw-ray compare`` use."""
-
-
 def _store_root(args: argparse.Namespace):
     from pathlib import Path
 
@@ -363,6 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     from .data.registry import DATASETS
     from .models import MODELS
+    from .store import DEFAULT_STORE
 
     methods = _compare_methods()
     c = sub.add_parser("compare", help="run every method with and without FaLW on one scenario (no Ray) and print "
@@ -389,8 +386,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_compare)
 
     for name, helptext in (("run", "run a study on a local Ray (or --address)"),
-                           ("resume", "continue an interrupted study: finished trials are kept"),
-                           ("sync", "write what MLflow missed (an outage) from the study's journal; runs no trial")):
+                           ("resume", "continue a study from its journal: recorded trials are kept, and a complete "
+                                      "study runs nothing and rebuilds MLflow and its tables"),
+                           ("sync", "write every trial of the study's journal to MLflow (any store); runs no trial")):
         r = sub.add_parser(name, help=helptext)
         r.add_argument("study", help="a study file, e.g. studies/quickstart.yaml")
         r.add_argument("--address", default=None, help="a running Ray cluster (default: start a local one)")
@@ -398,6 +396,9 @@ def build_parser() -> argparse.ArgumentParser:
         r.add_argument("--storage", default=None, help="where baselines and results go (default: the study's)")
         r.add_argument("--quiet", action="store_true", help="print only the final table")
         r.add_argument("--verbose", action="store_true", help="show Ray's, Tune's and MLflow's own log lines too")
+        if name == "run":
+            r.add_argument("--fresh", action="store_true",
+                           help="start over although the study has an unfinished journal (kept under a new name)")
         r.set_defaults(func=cmd_run)
 
     s = sub.add_parser("submit", help="submit a study to a Ray cluster as a job")
@@ -440,7 +441,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="rebuild a study's final table from MLflow alone")
     rp.add_argument("study", help="a study file or an MLflow experiment name")
     rp.add_argument("--tracking-uri", default=None)
-    rp.add_argument("--run-id", default=None, help="a study run (default: the latest)")
+    rp.add_argument("--run", "--run-id", dest="run_id", default=None,
+                    help="a study run's id (default: the latest completed one)")
     rp.add_argument("--out", default=None,
                     help="where to write the table and plots (default: falw_results/<study>/report)")
     rp.set_defaults(func=cmd_report)

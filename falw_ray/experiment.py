@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -11,9 +10,12 @@ from pathlib import Path
 import torch
 
 from .baselines import Baselines, model_from, store_baselines, tensors_for, train_baselines
+from .columns import MEASURED, RETRAIN_ROW
+from .console import printer
 from .data.registry import load_dataset
-from .metrics import SUMMARY, evaluate, gaps
+from .metrics import evaluate, gaps
 from .scenario import Scenario
+from .store import DEFAULT_STORE
 from .train import pick_device
 from .unlearn import DivergedError, preset_options, resolve, retrain, unlearn
 
@@ -38,7 +40,7 @@ class RunResult:
         """A flat record: method, FaLW, the four metrics, their gaps, Avg. Gap, time, RTE."""
         return {
             "method": self.method, "falw": self.falw,
-            **{k: self.metrics[k] for k in SUMMARY}, **self.gaps, "seconds": self.seconds, "rte": self.rte,
+            **{k: self.metrics[k] for k in MEASURED}, **self.gaps, "seconds": self.seconds, "rte": self.rte,
         }
 
 
@@ -96,7 +98,7 @@ def run_method(
             metrics = evaluate(model, t)
         except FloatingPointError as e:
             raise DivergedError(f"{m.name}: {e} after epoch {epoch + 1}") from None
-        row = {"epoch": epoch + 1, **{k: metrics[k] for k in SUMMARY}, **gaps(metrics, reference),
+        row = {"epoch": epoch + 1, **{k: metrics[k] for k in MEASURED}, **gaps(metrics, reference),
                "elapsed": elapsed, "fa_per_class": metrics["fa_per_class"]}
         history.append(row)
         if on_epoch is not None:
@@ -109,7 +111,7 @@ def run_method(
             seed=scenario.seed if seed is None else seed, falw_refresh_every=falw_refresh_every, on_epoch=report,
             compile=compile, options=opts, precision=precision)
     last = history[-1]
-    final = {k: last[k] for k in (*SUMMARY, "fa_per_class")}
+    final = {k: last[k] for k in (*MEASURED, "fa_per_class")}
     seconds = last["elapsed"]
     return RunResult(
         method=method, falw=falw_on, hp=hp_full, options=opts,
@@ -117,10 +119,6 @@ def run_method(
         rte=seconds / baselines.retrain_seconds if baselines.retrain_seconds else float("nan"), history=history,
         model=model,
     )
-
-
-DEFAULT_STORE = Path("falw_results") / "baselines"
-"""Where studies keep baselines with their default storage: the Python API shares it."""
 
 
 class Experiment:
@@ -143,7 +141,7 @@ class Experiment:
         self.scenario = scenario
         self.device = pick_device(device)
         self.store = Path(store).expanduser().resolve() if store is not None else None
-        self.say = _stderr if progress else _silent
+        self.say = printer(progress)
         self._baselines = baselines
         self.cache: dict[str, str] = {}
         self._tensors = None
@@ -183,13 +181,12 @@ class Experiment:
         import pandas as pd
 
         from .metrics import gaps as gaps_to
-        from .study.schema import RETRAIN_ROW
         from .unlearn import PRESETS, get_method, method_name
 
         b = self.baselines
-        rows = [{"method": "retrain", "falw": "-", **{k: b.retrained_metrics[k] for k in SUMMARY}, **RETRAIN_ROW,
+        rows = [{"method": "retrain", "falw": "-", **{k: b.retrained_metrics[k] for k in MEASURED}, **RETRAIN_ROW,
                  "seconds": b.retrain_seconds},
-                {"method": "original", "falw": "-", **{k: b.original_metrics[k] for k in SUMMARY},
+                {"method": "original", "falw": "-", **{k: b.original_metrics[k] for k in MEASURED},
                  **gaps_to(b.original_metrics, b.retrained_metrics), "seconds": 0.0, "rte": 0.0}]
         for given in methods:
             name = method_name(given)  # a plugin's module:ATTR is shown by the method's own name
@@ -216,11 +213,3 @@ class _Every:
             self.last = now
             return True
         return False
-
-
-def _stderr(msg: str) -> None:
-    print(f"falw-ray: {msg}", file=sys.stderr, flush=True)
-
-
-def _silent(msg: str) -> None:
-    pass

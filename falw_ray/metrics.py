@@ -7,7 +7,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-SUMMARY = ("fa", "ra", "ta", "mia")
+from .columns import MEASURED
 
 
 @torch.no_grad()
@@ -79,8 +79,8 @@ def class_groups(num_classes: int) -> dict[str, np.ndarray]:
 def gaps(metrics: Mapping, reference: Mapping) -> dict[str, float]:
     """Gaps to the retrained model: |m - m_retrain| per metric, their mean (avg_gap), and the
     per-class FA deviation summarised over head / mid / tail (signed dev, absolute gap)."""
-    out = {f"{k}_gap": abs(float(metrics[k]) - float(reference[k])) for k in SUMMARY}
-    out["avg_gap"] = float(np.mean([out[f"{k}_gap"] for k in SUMMARY]))
+    out = {f"{k}_gap": abs(float(metrics[k]) - float(reference[k])) for k in MEASURED}
+    out["avg_gap"] = float(np.mean([out[f"{k}_gap"] for k in MEASURED]))
     dev = np.asarray(metrics["fa_per_class"], dtype=np.float64) - np.asarray(reference["fa_per_class"], dtype=np.float64)
     for group, rows in class_groups(len(dev)).items():
         d = dev[rows]

@@ -18,6 +18,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -26,9 +27,19 @@ import torch
 from filelock import FileLock
 
 from . import scenario as _scenario
-from .baselines import Trained
 
 WEIGHTS, META = "weights.pt", "meta.json"
+DEFAULT_STORE = Path("falw_results") / "baselines"
+"""Where studies keep baselines with their default storage; the Python API and the CLI share it."""
+
+
+@dataclass
+class Trained:
+    """One trained baseline model (its weights as arrays) and how long its training took: what an
+    entry holds."""
+
+    state: dict[str, np.ndarray]
+    seconds: float
 
 
 class CorruptEntry(RuntimeError):

@@ -62,7 +62,8 @@ def records(journal: Path) -> dict[str, dict]:
             r = json.loads(line)
         except json.JSONDecodeError:
             continue
-        out[r["trial_id"]] = r
+        if "trial_id" in r:  # not the header
+            out[r["trial_id"]] = r
     return out
 
 
@@ -259,8 +260,16 @@ def test_a_tracking_server_restarted_mid_study_loses_nothing(tmp_path, server):
 
 
 def test_sync_refuses_a_study_with_trials_still_to_run(tmp_path):
-    """sync writes what the journal holds and runs nothing: with trials missing it stops in one line
+    """sync writes what the journal holds and runs nothing: with trials missing (a study stopped
+    before its first trial completed: its journal holds the header alone) it stops in one line
     before Ray or MLflow is touched."""
+    from falw_ray.study.journal import Journal, header
+    from falw_ray.study.runner import Study
+
+    tiny = Study.from_yaml(TINY)
+    journal = Journal(tmp_path / "store" / "ray" / "tiny.finished.jsonl")
+    journal.start(header(tiny.spec, tiny.digest, "0.1.0", f"sqlite:///{tmp_path / 'm.db'}", "tiny"))
+    before = journal.path.read_bytes()
     proc = subprocess.run([sys.executable, "-m", "falw_ray.cli", "sync", str(TINY), "--storage", str(tmp_path / "store"),
                            "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"], capture_output=True, text=True,
                           cwd=tmp_path, timeout=120)
@@ -268,7 +277,7 @@ def test_sync_refuses_a_study_with_trials_still_to_run(tmp_path):
     assert proc.stderr.strip() == (f"falw-ray: {tmp_path / 'store' / 'ray' / 'tiny.finished.jsonl'}: study tiny still has "
                                    f"trials to run; sync runs none (`falw-ray resume {TINY} --storage "
                                    f"{tmp_path / 'store'} --tracking-uri sqlite:///{tmp_path / 'm.db'}` does)")
-    assert not (tmp_path / "m.db").exists()
+    assert not (tmp_path / "m.db").exists() and journal.path.read_bytes() == before
 
 
 class FullDisk:
@@ -290,7 +299,8 @@ class FullDisk:
 def test_a_full_disk_stops_the_study_naming_the_file_and_resume_completes_it(tmp_path, monkeypatch):
     """The disk fills as the third trial is recorded: the study stops with an error naming the journal
     and the trial (not a traceback from deep inside Tune), the two trials recorded before are intact,
-    and once there is room resume completes the study with every trial recorded once."""
+    and once there is room resume completes the study with every trial recorded once. (The journal's
+    first synced write is its header: the fourth fails.)"""
     import ray
 
     from falw_ray.study import journal as journal_module
@@ -298,7 +308,7 @@ def test_a_full_disk_stops_the_study_naming_the_file_and_resume_completes_it(tmp
 
     uri = f"sqlite:///{tmp_path / 'm.db'}"
     path = tmp_path / "store" / "ray" / "tiny.finished.jsonl"
-    monkeypatch.setattr(journal_module, "os", FullDisk(after=2))
+    monkeypatch.setattr(journal_module, "os", FullDisk(after=3))
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         with pytest.raises(OSError) as err:

@@ -160,3 +160,49 @@ def test_a_resumed_stage_counts_the_trials_its_journal_holds():
     assert said[0] == "search 3/4 s/ft e2 gap   1.50  best   1.50  ~10s left", "1 trial in 10 s, 1 to go"
     assert p.cell_states() == {"s/ga+falw": {"done": 1, "running": 0, "best": 2.0},
                                "s/ft": {"done": 2, "running": 0, "best": 1.5}}
+
+
+def select_trial(i: int, cell: str):
+    return SimpleNamespace(trial_id=f"s{i}", config={"select": {"cell": cell, "seed": 5, "rank": i % 2}},
+                           status="RUNNING")
+
+
+@pytest.mark.parametrize("reruns", [2, 0])
+def test_stage_end_lines_come_in_the_stages_order_with_the_searchers_count(reruns):
+    """Tune calls every stage's callback for every trial. The selection stage's count is an upper bound
+    (4) until the searcher knows it (after the last search trial): its lines then count to the exact
+    number, and its end line comes before the final stage's, also when it has no trial at all."""
+    said, known = [], {"n": None}
+    lines = [ProgressLine("search", 2, said.append, CELLS, mode="live", every=1e9, clock=Clock()),
+             ProgressLine("select", 4, said.append, CELLS, mode="live", every=1e9, clock=Clock(), at_most=True,
+                          exact=lambda: known["n"]),
+             ProgressLine("final", 2, said.append, CELLS, mode="live", every=1e9, clock=Clock())]
+    order = [trial(0, "s/ga+falw"), trial(1, "s/ft"), *[select_trial(i, "s/ft") for i in range(reruns)],
+             trial(2, "s/ga+falw", final=True), trial(3, "s/ft", final=True)]
+    for t in order:
+        if t is order[1]:
+            known["n"] = reruns  # the searcher, told before the callbacks, queued the re-runs
+        cell = (t.config.get("select") or t.config.get("final") or t.config)["cell"]
+        for p in lines:
+            p.on_trial_start(0, order, t)
+            p.on_trial_result(0, order, t, {"epoch": CELLS[cell].epochs, "avg_gap": 2.0})
+            p.on_trial_complete(0, order, t)
+        for p in lines:
+            p.on_step_end(0, order)
+    for p in lines:
+        p.on_experiment_end(order)
+    ends = [line.split(" done")[0] for line in said if line.startswith("stage ended")]
+    assert ends == ["stage ended: search 2/2", f"stage ended: select {reruns}/{reruns}", "stage ended: final 2/2"]
+    assert [line.split()[1] for line in said if line.startswith("select ")] == [f"{i}/{reruns}" for i in range(1, reruns + 1)]
+
+
+def test_a_stage_the_journal_holds_complete_says_nothing_again():
+    from falw_ray.study.journal import entry
+
+    journal = {t: entry(t, "search", {"cell": c, "seq": i}, i, "finished", {"epoch": CELLS[c].epochs, "avg_gap": 1.0})
+               for i, (t, c) in enumerate([("a", "s/ga+falw"), ("b", "s/ft")])}
+    said = []
+    p = ProgressLine("search", 2, said.append, CELLS, mode="live", clock=Clock()).replay(journal)
+    p.on_trial_complete(0, [], trial(9, "s/ft", final=True))
+    p.on_experiment_end([])
+    assert p.ended and said == []

@@ -109,9 +109,17 @@ def test_every_metric_is_a_table_column_and_no_hyperparameter():
 
 
 def test_the_measured_metrics_are_the_ones_the_core_computes():
-    from falw_ray.metrics import SUMMARY
+    """One definition (falw_ray.columns) for the core and the study layer: the gaps the core computes
+    are those of the measured metrics, and the study's schema reads the same names."""
+    from falw_ray import columns
+    from falw_ray.metrics import gaps
     from falw_ray.study import schema
 
-    assert schema.MEASURED == SUMMARY
+    model = {"fa": 90.0, "ra": 99.0, "ta": 80.0, "mia": 30.0, "fa_per_class": [90.0, 80.0, 100.0]}
+    retrain = {"fa": 80.0, "ra": 98.0, "ta": 81.0, "mia": 10.0, "fa_per_class": [70.0, 85.0, 100.0]}
+    computed = gaps(model, retrain)
+    assert [k for k in computed if k.endswith("_gap") and k.removesuffix("_gap") in model] == list(schema.GAPS)
+    assert computed["avg_gap"] == (10.0 + 1.0 + 1.0 + 20.0) / 4
+    assert schema.MEASURED is columns.MEASURED == ("fa", "ra", "ta", "mia")
     assert schema.GAPS == ("fa_gap", "ra_gap", "ta_gap", "mia_gap")
     assert schema.TABLE_METRICS == ("fa", "ra", "ta", "mia", "avg_gap")

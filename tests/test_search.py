@@ -190,3 +190,29 @@ def test_the_scheduler_counts_what_ashas_own_decisions_say():
     for t in trials:
         sched.on_trial_complete(None, t, {"epoch": 2, "avg_gap": 1.0})
     assert sched.seen[ga.id] == set()
+
+
+def test_a_scheduler_rebuilt_from_the_journal_judges_new_trials_against_the_recorded_rungs():
+    """Replay: two search trials the journal holds (reported at rungs 2 and 4, then the last epoch)
+    fill each rung of their cell's real ASHA; a new trial worse than both at the first rung is stopped
+    there, where a scheduler with empty rungs lets it go on. Other stages and other cells are untouched."""
+    cells = build_cells(load_study(ROOT / "studies" / "digits.yaml"))
+    ga = next(c for c in cells if c.id.endswith("/ga"))
+    from falw_ray.study.journal import entry
+
+    history = [{"epoch": 2, "avg_gap": 1.0}, {"epoch": 4, "avg_gap": 0.8}, {"epoch": ga.epochs, "avg_gap": 0.7}]
+    journal = {f"r{i}": entry(f"r{i}", "search", {"cell": ga.id, "seq": i}, i, "finished", history[-1], history)
+               for i in range(2)}
+    journal["f"] = record("f", {"final": {"cell": ga.id, "seed": 3}, "seq": 2}, 0.5, ga.epochs)
+    rebuilt = CellScheduler(cells, grace_period=2, reduction_factor=2).replay(journal)
+    empty = CellScheduler(cells, grace_period=2, reduction_factor=2)
+    assert rebuilt.stopped == empty.stopped and all(not s for s in rebuilt.seen.values()), "replayed, not counted"
+    for sched, expected in ((rebuilt, TrialScheduler.STOP), (empty, TrialScheduler.CONTINUE)):
+        new = Trial("fake", config={"cell": ga.id}, stub=True)
+        sched.on_trial_add(None, new)
+        assert sched.on_trial_result(None, new, {"epoch": 2, "avg_gap": 1.5}) == expected
+    better = Trial("fake", config={"cell": ga.id}, stub=True)
+    rebuilt.on_trial_add(None, better)
+    assert rebuilt.on_trial_result(None, better, {"epoch": 2, "avg_gap": 0.9}) == TrialScheduler.CONTINUE
+    assert rebuilt.on_trial_result(None, better, {"epoch": 4, "avg_gap": 0.95}) == TrialScheduler.STOP, \
+        "judged at the second rung against the recorded 0.8"

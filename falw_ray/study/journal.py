@@ -1,18 +1,28 @@
-"""The study's one durable record of its completed trials, written by the driver.
+"""The study's one durable record of its completed trials, written by the driver (:class:`Recorder`).
 
-A trial's entry (its stage, its config, the order the searcher created it in, its status, its last
-result and every result it reported) is appended and synced to disk the moment Tune completes it,
-before anything else is written about it. Resume reads this file alone: the searcher replays it,
-the tables are built from it, and the MLflow runs are rebuilt from it where they are missing or
-partial. Tune's own experiment state and the MLflow store are caches of it, never read back.
+Its first line is a header naming the study it belongs to (see :func:`header`): the study file's
+content hash, the falw_ray version, the settings that decide its trials, and an id that tags the
+study's MLflow run, so that resume and sync can tell whether the study changed and which MLflow run
+(in whatever store) mirrors it. Then a trial's entry (its stage, its config, the order the searcher
+created it in, its status, its last result and every result it reported) is appended and synced to
+disk the moment Tune completes it, before anything else is written about it. Resume reads this file
+alone: the searcher and early stopping's rungs replay it, the tables are built from it, and the
+MLflow runs are rebuilt from it where they are missing or partial. Tune's own experiment state and
+the MLflow store are caches of it, never read back.
 """
 from __future__ import annotations
 
 import json
 import os
+import time
+import uuid
 from pathlib import Path
 
+from ray.tune import Callback
 from ray.tune.result import AUTO_RESULT_KEYS
+
+from .cells import stage_config, trial_stage
+from .schema import status
 
 TUNE_KEYS = frozenset(AUTO_RESULT_KEYS) | {"trial_id", "done", "experiment_tag", "should_checkpoint"}
 """Keys Tune adds to every result: the record keeps what the trial itself reported."""
@@ -35,14 +45,104 @@ def entry(trial_id: str, stage: str, config: dict, seq: int, status: str, result
             **({"error": error} if error else {})}
 
 
+TRIAL_FIELDS = ("scenarios", "methods", "search", "early_stopping", "selection")
+"""The study settings that decide which trials it runs and what each computes; ``search.max_concurrent``
+(how many run at once) excepted. The final seeds are compared on their own: more may be added."""
+
+
+def header(spec, digest: str, version: str, tracking_uri: str, experiment: str) -> dict:
+    """The journal's first line: which study (and which version of its file) wrote it."""
+    trials = spec.model_dump(mode="json", include=set(TRIAL_FIELDS))
+    trials["search"].pop("max_concurrent", None)
+    return {"journal": uuid.uuid4().hex, "study": spec.name, "sha256": digest, "falw_ray": version,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "trials": trials,
+            "final_seeds": spec.final_seeds(), "tracking_uri": tracking_uri, "experiment": experiment}
+
+
+def _first_difference(old, new, where: str = "") -> str | None:
+    """The first field (dotted path) where two JSON values differ, with both values."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for k in [*old, *(k for k in new if k not in old)]:
+            found = _first_difference(old.get(k), new.get(k), f"{where}.{k}" if where else k)
+            if found:
+                return found
+        return None
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        for i, (a, b) in enumerate(zip(old, new)):
+            if found := _first_difference(a, b, f"{where}[{i}]"):
+                return found
+        return None
+    return None if old == new else f"{where}: {json.dumps(old)} -> {json.dumps(new)}"
+
+
+def changes(old: dict, new: dict) -> tuple[str | None, list[str]]:
+    """(the change that alters the study's trials, or None; the changes that do not, each stated).
+
+    A journal written before headers existed has nothing to compare: stated, not refused."""
+    if not old:
+        return None, ["the journal predates headers: the study file is not compared with it"]
+    if (trial_change := _first_difference(old["trials"], new["trials"])) is not None:
+        return trial_change, []
+    seeds, now = old["final_seeds"], new["final_seeds"]
+    if now[:len(seeds)] != seeds:
+        return f"final seeds: {seeds} -> {now} (only adding seeds keeps the runs made)", []
+    notes = []
+    if len(now) > len(seeds):
+        notes.append(f"final seeds {seeds} -> {now}: {len(now) - len(seeds)} more final run(s) per cell")
+    for key, what in (("tracking_uri", "tracking URI"), ("experiment", "MLflow experiment"),
+                      ("falw_ray", "falw_ray version")):
+        if old.get(key) != new.get(key):
+            notes.append(f"{what} {old.get(key)} -> {new.get(key)}")
+    if old["sha256"] != new["sha256"] and not notes:
+        notes.append("the study file changed in no setting that decides its trials")
+    return None, notes
+
+
 class Journal:
-    """One JSON line per completed trial (see :func:`entry`)."""
+    """A header line (see :func:`header`), then one JSON line per completed trial (see :func:`entry`).
+
+    Nothing here deletes a journal or removes a line it recorded: a study started over sets the old
+    one aside, and a failed append takes back only the bytes it wrote itself."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
 
-    def reset(self) -> None:
-        self.path.unlink(missing_ok=True)
+    def start(self, head: dict) -> None:
+        """Create the journal holding its header alone; an existing journal is never overwritten
+        (the header reaches the file whole, through a synced temporary file linked into place)."""
+        tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as f:
+                f.write(json.dumps(head).encode() + b"\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.link(tmp, self.path)
+        except FileExistsError:
+            raise FileExistsError(f"{self.path}: a journal is already there; it is never overwritten") from None
+        except OSError as e:
+            raise OSError(f"{self.path}: could not start the journal ({e.strerror or e})") from None
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def header(self) -> dict | None:
+        """The header (first line) of the journal, or None: no journal, or one written before headers."""
+        try:
+            with open(self.path, "rb") as f:
+                first = json.loads(f.readline() or b"null")
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+        return first if isinstance(first, dict) and "journal" in first else None
+
+    def set_aside(self) -> Path:
+        """Rename the journal beside itself (``<name>.<UTC time>.jsonl``), so a new study starts an
+        empty one while every earlier trial stays on disk. Returns the new name."""
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self.path.stat().st_mtime))
+        n = 0
+        while (aside := self.path.with_name(f"{self.path.stem}.{stamp}{f'-{n}' if n else ''}{self.path.suffix}")).exists():
+            n += 1  # never onto an earlier one
+        os.rename(self.path, aside)
+        return aside
 
     def append(self, record: dict) -> None:
         """Append and fsync. A failed write (a full disk) is taken back, so the file holds exactly
@@ -81,3 +181,56 @@ class Journal:
             if isinstance(record, dict) and "trial_id" in record and "stage" in record:
                 done[record["trial_id"]] = record
         return done
+
+
+class Recorder(Callback):
+    """The Tune callback that writes the journal, on the driver, first among the study's callbacks:
+    a trial's entry is appended and synced the moment Tune completes it (or gives up on it), before
+    MLflow or the progress lines hear of it. The MLflow logger reads the entry back from
+    :attr:`records` to close the trial's run as the journal says it ended."""
+
+    def __init__(self, journal: Journal, cells: dict):
+        self.journal, self.cells = journal, cells
+        self.history: dict[str, list[dict]] = {}
+        self.open: dict[str, str] = {}          # trials started and not yet ended -> their stage
+        self.records: dict[str, dict] = {}      # trials this run recorded -> their entries
+        self.failure: OSError | None = None     # a write that failed: nothing is recorded after it
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.open[trial.trial_id] = trial_stage(trial.config)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        history = self.history.setdefault(trial.trial_id, [])
+        epoch = int(result.get("epoch", 0))
+        if history and epoch <= int(history[-1].get("epoch", 0)):  # a retried trial starts over
+            history[:] = [r for r in history if int(r.get("epoch", 0)) < epoch]
+        history.append(result)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._record(trial)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        try:
+            error = str(trial.get_error() or "failed")
+        except OSError as e:
+            error = f"failed (its error file could not be read: {e.strerror or e})"
+        self._record(trial, error.strip().splitlines()[-1][:300] if error.strip() else "failed")
+
+    def _record(self, trial, error: str | None = None) -> None:
+        self.open.pop(trial.trial_id, None)
+        history = self.history.pop(trial.trial_id, [])
+        cell = self.cells[stage_config(trial.config)["cell"]]
+        last = history[-1] if history else None
+        trial_status = status(last, cell.epochs, error is not None)
+        if error is None and last is not None and last.get("failed"):  # failed without raising: its own line
+            error = str(last.get("error", "failed"))
+        record = entry(trial.trial_id, trial_stage(trial.config), trial.config, int(trial.config.get("seq", -1)),
+                       trial_status, last, history, error)
+        if self.failure is not None:  # the record cannot be trusted past a failed write: stop recording
+            raise self.failure
+        try:
+            self.journal.append(record)
+        except OSError as e:  # a full disk: Tune stops with it, and the runner raises it (naming the file)
+            self.failure = e
+            raise
+        self.records[trial.trial_id] = record

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from .results import best_of, ranked
+from ..columns import RUN_PARAMS, TRIAL_COLUMNS
 from .schema import DIVERGED, EPOCH_METRICS, FINISHED, LABELS, METRICS, OBJECTIVE, STOPPED, TRIAL_METRICS
 
 DPI = 100
@@ -44,10 +45,9 @@ BEST_EARLY_LABEL = "best so far (none finished yet: stopped early or diverged)"
 COLOR_TRIAL, COLOR_BEST = "#4c72b0", "#c44e52"
 GROUP_COLORS = {"head": "#4c72b0", "mid": "#9a9a9a", "tail": "#dd8452"}
 GROUP_NAMES = {"head": "head", "mid": "middle", "tail": "tail"}
-HP_SKIP = {*METRICS, *EPOCH_METRICS, *TRIAL_METRICS, f"selection_{OBJECTIVE}", f"selection_{OBJECTIVE}_std",
-           "cell", "scenario", "method", "falw", "seed", "trial_id", "status", "epochs_done", "fa_per_class",
-           "started_at", "ended_at", "gpus", "gpu_share", "mlflow_run_id", "order", "epochs", "gamma", "dataset",
-           "model", "forget", "best", "rank", "error", "search_rank", "selection_seeds"}
+HP_SKIP = {*METRICS, *EPOCH_METRICS, *TRIAL_METRICS, *TRIAL_COLUMNS, *RUN_PARAMS, f"selection_{OBJECTIVE}",
+           f"selection_{OBJECTIVE}_std", "fa_per_class", "started_at", "ended_at", "gpus", "gpu_share",
+           "mlflow_run_id", "order", "best", "rank", "error", "search_rank", "selection_seeds"}
 """Columns of a trials frame that are no hyperparameter: every metric, and what places or names a trial."""
 DRAW_ERRORS = (KeyError, ValueError, TypeError, OSError)
 """What drawing from a study's frames can raise, and all that is caught: a column the frames lack

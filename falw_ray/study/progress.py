@@ -70,9 +70,11 @@ class ProgressLine(Callback):
     OUTCOMES = tuple(SAID[s] for s in STATUSES)
 
     def __init__(self, stage: str, total: int, say, cells: dict, mode: str | None = None,
-                 every: float | None = None, clock=time.time, at_most: bool = False):
-        """``at_most``: ``total`` is an upper bound (the selection stage re-runs only distinct configurations)."""
+                 every: float | None = None, clock=time.time, at_most: bool = False, exact=None):
+        """``at_most``: ``total`` is an upper bound (the selection stage re-runs only distinct
+        configurations) until ``exact()`` (the searcher's count, None while unknown) says how many."""
         self.stage, self.total, self.say, self.cells, self.at_most = stage, total, say, cells, at_most
+        self.exact = exact
         self.mode = mode or progress_mode()
         self.every = float(every if every is not None else os.environ.get("FALW_RAY_PROGRESS_EVERY", "30"))
         if self.mode == "quiet":
@@ -107,6 +109,7 @@ class ProgressLine(Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         if not self._mine(trial):
+            self._end_if_done(trials)  # a stage with no trial left ends with another stage's trial
             return
         result = self.last.get(trial.trial_id, {})
         cell = self.cells.get(self._cell(trial))
@@ -116,8 +119,11 @@ class ProgressLine(Callback):
     def on_trial_error(self, iteration, trials, trial, **info):
         if self._mine(trial):
             self._finish(trials, trial, ERROR)
+        else:
+            self._end_if_done(trials)
 
     def on_step_end(self, iteration, trials, **info):
+        self._end_if_done(trials)
         now = self.clock()
         if now - self.last_status >= self.every and self.running:
             self.last_status = now
@@ -130,6 +136,18 @@ class ProgressLine(Callback):
     def _end(self, trials) -> None:
         self.ended = True
         self.say(f"stage ended: {self.headline(None, final=True)}")
+
+    def _settle(self) -> bool:
+        """Whether every trial of the stage has completed; an upper bound becomes the exact count
+        once the searcher knows it. A stage ends only after the stages before it: each waits for
+        every trial of the one before."""
+        if self.at_most and self.exact is not None and (n := self.exact()) is not None:
+            self.total, self.at_most = n, False
+        return not self.at_most and self.done >= self.total
+
+    def _end_if_done(self, trials) -> None:
+        if not self.ended and self._settle():
+            self._end(trials)
 
     # ---------------------------------------------------------------------------- the text
 
@@ -151,10 +169,10 @@ class ProgressLine(Callback):
         self.cell_of[trial.trial_id] = cell
         gap = result.get(OBJECTIVE)
         self._keep_best(cell, how, gap)
+        self._settle()
         if self.mode == "live":
             self._trial_line(trials, cell, how, result, gap)
-        if self.done >= self.total:
-            self._end(trials)
+        self._end_if_done(trials)
 
     def _trial_line(self, trials, cell: str, how: str, result: dict, gap) -> None:
         """One line per trial, at most ``WIDTH`` columns: stage count, cell, epochs, its Avg. Gap, the
@@ -201,6 +219,7 @@ class ProgressLine(Callback):
             self.outcome[trial_id], self.cell_of[trial_id] = how, cell
             self._keep_best(cell, how, record["result"].get(OBJECTIVE))
         self.done = self.resumed = len(self.outcome)
+        self.ended = self._settle()  # a stage the study completed before: it said so then
         return self
 
     def counts(self) -> dict[str, int]:

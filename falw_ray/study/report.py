@@ -5,13 +5,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..metrics import SUMMARY, gaps
+from ..columns import RUN_PARAMS
+from ..metrics import gaps
 from .results import final_table, format_table, paired_table, table_notes, to_markdown
-from .schema import FINISHED, METRICS, OBJECTIVE, RUNNING, status
+from .schema import FINISHED, MEASURED, METRICS, OBJECTIVE, RUNNING, status
 from .tracking import Tracker, TrackingError, per_class_from_metrics
 
-TRIAL_PARAMS = {"method", "falw", "scenario", "dataset", "model", "forget", "gamma", "seed", "epochs"}
-"""Parameters of a trial run that are not its hyperparameters (see tracking.TrialLogger)."""
 LOGGED_AS = {"seconds": "elapsed"}
 """A table column a trial's run logs under another name."""
 
@@ -41,9 +40,9 @@ def final_frames(tracker: Tracker, study_run: str) -> tuple[pd.DataFrame, pd.Dat
         p, m = run.data.params, run.data.metrics
         key = (p.get("label"), int(p["seed"]))
         if key in seeds and p.get("role") in roles:
-            roles[p["role"]].append({"scenario": key[0], "seed": key[1], **{k: m[k] for k in SUMMARY},
+            roles[p["role"]].append({"scenario": key[0], "seed": key[1], **{k: m[k] for k in MEASURED},
                                      "seconds": m["train_seconds"], "fa_per_class": per_class_from_metrics(m)})
-    columns = ["scenario", "seed", *SUMMARY, "seconds", "fa_per_class"]
+    columns = ["scenario", "seed", *MEASURED, "seconds", "fa_per_class"]
     refs = pd.DataFrame(roles["retrained"], columns=columns).drop_duplicates(["scenario", "seed"])
     retrained = {(r["scenario"], r["seed"]): r for r in roles["retrained"]}
     original = []
@@ -78,7 +77,7 @@ def search_frame(tracker: Tracker, study_run: str) -> pd.DataFrame:
         p, m, t = run.data.params, run.data.metrics, run.data.tags
         hp = {}
         for k, v in p.items():
-            if k not in TRIAL_PARAMS:
+            if k not in RUN_PARAMS:
                 try:
                     hp[k] = float(v)
                 except ValueError:
@@ -94,7 +93,8 @@ def search_frame(tracker: Tracker, study_run: str) -> pd.DataFrame:
 
 def report(study: str, tracking_uri: str | None = None, out_dir: str | Path | None = None, run_id: str | None = None,
            plots: bool = True):
-    """The final table of ``study`` (an experiment name) from its latest study run, or from ``run_id``.
+    """The final table of ``study`` (an experiment name) from its latest completed study run (never
+    one still running or interrupted), or from ``run_id``.
 
     Writes ``table.csv``, ``table.md`` and (``plots``) every plot of the study (see
     :mod:`falw_ray.study.plots`) into ``out_dir``, by default :func:`default_report_dir`, all from
@@ -103,9 +103,12 @@ def report(study: str, tracking_uri: str | None = None, out_dir: str | Path | No
 
     tracker = Tracker(tracking_uri, study)
     tracker.connect()
-    study_run = run_id or tracker.latest_study_run()
+    study_run = run_id or tracker.latest_study_run(finished=True)
     if study_run is None:
-        raise TrackingError(f"no study run of {study!r} in MLflow at {tracker.uri}")
+        latest = tracker.latest_study_run()
+        raise TrackingError(f"no completed study run of {study!r} in MLflow at {tracker.uri}" + (
+            f" (the latest, {latest}, is {tracker.client.get_run(latest).info.status}; name a run with --run)"
+            if latest else ""))
     final, reference, original = final_frames(tracker, study_run)
     if final.empty:
         raise TrackingError(f"study run {study_run} of {study!r} has no finished final-stage runs yet")

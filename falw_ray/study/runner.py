@@ -8,12 +8,13 @@ and plots.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import shutil
 import signal
 import threading
-import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .. import __version__
 from .cells import STAGES, Cell, build_cells, scenario_label, stage_config
 from ..metrics import gaps as gaps_to
 from .results import (best_per_cell, cell_summary, choose, edge_warnings, selection_gap, final_table, format_paired, format_table,
@@ -29,8 +31,10 @@ from .results import (best_per_cell, cell_summary, choose, edge_warnings, select
 from .spec import StudyError, StudySpec, load_study, parse_study
 from .progress import ProgressLine
 from .connect import connect_ray
-from .journal import Journal
+from .journal import Journal, Recorder, changes, header
 from .nodes import check_shared_storage
+from ..columns import TRIAL_COLUMNS
+from ..console import first_line, printer
 from .schema import ERROR, FINISHED, MEASURED, OBJECTIVE, TRIAL_METRICS
 from .tracking import TRACKING_ERRORS, Tracker, TrialLogger
 
@@ -96,6 +100,8 @@ class Study:
     def __init__(self, spec: StudySpec | dict, source: str = "<study>"):
         self.spec = spec if isinstance(spec, StudySpec) else parse_study(spec, source)
         self.source = source
+        # The study's content hash, as its journal's header names it: the file's bytes (from_yaml), else the spec's.
+        self.digest = hashlib.sha256(json.dumps(self.spec.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
         self.stage = "start"
         try:
             self.cells: list[Cell] = build_cells(self.spec)
@@ -104,7 +110,9 @@ class Study:
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> "Study":
-        return cls(load_study(path), str(path))
+        study = cls(load_study(path), str(path))
+        study.digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        return study
 
     def run(
         self,
@@ -115,32 +123,38 @@ class Study:
         resume: bool = False,
         verbose: bool = False,
         sync_only: bool = False,
+        fresh: bool = False,
     ) -> StudyResult:
         """Run (or, with ``resume``, continue) the study. ``verbose`` shows Ray's, Tune's and MLflow's
         own log lines and the trial workers' output, which a study otherwise keeps off the console.
         ``sync_only``: resume a study whose trials are all recorded, to write what MLflow missed
-        (and the tables), refusing if any trial is still to run."""
+        (and the tables), refusing if any trial is still to run. ``fresh``: run over an unfinished
+        journal, which is set aside (renamed), never deleted. What to do is decided by the journal
+        alone (see :meth:`_decide`)."""
         import ray
 
         spec = self.spec
         if not verbose:
             _quiet_libraries()
         spec.preflight(self.source)
-        say = _printer(progress)
+        say = printer(progress)
         started = time.time()
         root = Path(storage or spec.storage).expanduser().resolve()
         results_dir = root / spec.name
-        self._resume = " ".join(["falw-ray resume", self.source, *(["--storage", str(root)] if storage else []),
-                                 *(["--tracking-uri", tracking_uri] if tracking_uri else []),
-                                 *(["--address", address] if address else [])])
+        options = [*(["--storage", str(root)] if storage else []),
+                   *(["--tracking-uri", tracking_uri] if tracking_uri else []), *(["--address", address] if address else [])]
+        self._resume = " ".join(["falw-ray resume", self.source, *options])
+        self._start = " ".join(["falw-ray run", self.source, *options])
+        self._fresh = f"{self._start} --fresh"
         _check_writable(root, "--storage" if storage else f"{self.source}: storage")
-        if sync_only:
-            self._check_recorded(root)
-        for k, v in QUIET_ENV.items():
-            os.environ.setdefault(k, v)
         # Tracking is checked before Ray starts (an unreachable store costs a second, not a cluster
         # start) and written only once the cluster can hold a trial: a bad study writes nothing.
         tracker = Tracker(tracking_uri or spec.tracking.uri, spec.tracking.experiment or spec.name, root / "mlartifacts")
+        journal = self._journal(root)
+        head = header(spec, self.digest, __version__, tracker.uri, tracker.experiment_name)
+        notes = self._decide(journal, head, "sync" if sync_only else "resume" if resume else "run", fresh)
+        for k, v in QUIET_ENV.items():
+            os.environ.setdefault(k, v)
         tracker.check()
         from . import ship
 
@@ -161,17 +175,21 @@ class Study:
         self.concurrency = spec.search.max_concurrent or _slots(spec, address, ray.cluster_resources())
         tracker.connect()
         say(f"results: {results_dir}; baseline store: {root / 'baselines'}; MLflow: {tracker.uri}")
-        study_run = tracker.resume_study() if resume else None
-        if study_run is None and sync_only:
-            raise StudyError(f"{self.source}: MLflow at {tracker.uri} has no unfinished run of study {spec.name} "
-                             "to sync: its latest study run is complete")
+        resume = resume or sync_only
+        if not resume:
+            if journal.path.exists():
+                say(f"the previous journal of study {spec.name} is kept as {journal.set_aside()}")
+            journal.start(head)
+        for note in notes:
+            say(f"{journal.path}: {note}")
+        kept = journal.header() or {}
+        study_run = tracker.resume_study(kept.get("journal")) if resume else None
         if study_run is None:
-            resume = False
             study_run = tracker.start_study(
                 f"{spec.name}", {"study": spec.name, "source": self.source, "cells": len(self.cells),
                                  "trials_per_cell": spec.search.trials, "final_seeds": spec.final_seeds(),
                                  "selection_seeds": spec.selection.seeds, "selection_top_k": spec.selection.top_k},
-            )
+                kept.get("journal", ""))
         else:
             say(f"resuming study run {study_run}")
         say(f"study {spec.name}: {len(self.cells)} cells x {spec.search.trials} trials, "
@@ -181,14 +199,14 @@ class Study:
         self._tracking_down = None
         previous = _terminate_as_interrupt()
         try:
-            result = self._run(tracker, root, results_dir, say, resume, sync_only)
+            result = self._run(tracker, root, results_dir, say)
             status = "FINISHED"
             result.seconds = time.time() - started
             say(f"done in {result.seconds:.0f}s; results in {results_dir}")
             return result
         except KeyboardInterrupt:
             status = "KILLED"
-            open_stages = getattr(getattr(self, "_logger", None), "open", {}).values()
+            open_stages = getattr(getattr(self, "_recorder", None), "open", {}).values()
             self.stage = min(open_stages, key=STAGES.index, default=self.stage)
             raise StudyInterrupted(self.stage, self._resume) from None
         except StudyInterrupted:
@@ -203,7 +221,7 @@ class Study:
                         tracker.end(run, "KILLED" if status == "KILLED" else "FAILED")
                     tracker.end(study_run, status)
             except TRACKING_ERRORS as e:
-                self._tracking_down = _first_line(e)
+                self._tracking_down = first_line(e)
             if self._tracking_down is not None:
                 say(f"MLflow at {tracker.uri} could not be written ({self._tracking_down}); every completed "
                     f"trial is in {self._journal(root).path}. Once MLflow is back, "
@@ -221,15 +239,46 @@ class Study:
         return CellSearcher(self.cells, spec.search.trials, spec.search.sampler_seed, spec.final_seeds(),
                             spec.selection.seeds, spec.selection.top_k, done=records)
 
-    def _check_recorded(self, root: Path) -> None:
-        """sync runs no trial: every trial of the study must be in its journal already."""
-        journal = self._journal(root)
-        if not self._searcher(journal.load()).finished():
-            raise StudyError(f"{journal.path}: study {self.spec.name} still has trials to run; sync runs none "
+    def _decide(self, journal: Journal, head: dict, command: str, fresh: bool) -> list[str]:
+        """Whether ``command`` (run, resume, sync) may go on, from the journal alone, before anything
+        starts or is written: refusals are one line; returns what to state (changes to the study
+        file that leave its trials as they were). ``run`` starts a new journal, setting the old one
+        aside, unless the old one is this study's and unfinished (resume it, or ``fresh``); resume
+        and sync continue the journal, refused where there is none or the study's trials changed."""
+        name = self.spec.name
+        if command == "run":
+            if fresh or not journal.path.exists() or changes(journal.header(), head)[0] is not None:
+                return []
+            records = journal.load()
+            if self._replayed(journal, records).finished():
+                return []
+            raise StudyError(f"{journal.path}: study {name} has an unfinished journal ({len(records)} trial(s) "
+                             f"recorded): `{self._resume}` continues it, `{self._fresh}` starts over (the old "
+                             "journal is kept under a new name)")
+        if not journal.path.exists():
+            raise StudyError(f"{journal.path}: no journal of study {name}: nothing to {command}; "
+                             f"start the study with `{self._start}`")
+        change, notes = changes(journal.header(), head)
+        if change is not None:
+            raise StudyError(f"{journal.path}: {self.source} changed since the journal was written in a way that "
+                             f"changes its trials ({change}); {command} refused, the journal untouched: undo the "
+                             f"change, or `{self._fresh}` starts over (the old journal is kept under a new name)")
+        if command == "sync" and not self._replayed(journal, journal.load()).finished():
+            raise StudyError(f"{journal.path}: study {name} still has trials to run; sync runs none "
                              f"(`{self._resume}` does)")
+        return notes
 
-    def _run(self, tracker: Tracker, root: Path, results_dir: Path, say, resume: bool,
-             sync_only: bool = False) -> StudyResult:
+    def _replayed(self, journal: Journal, records: dict):
+        """The searcher in the state the journal's trials put it in; a journal that does not fit
+        the study (written before headers, by another version of it) is a one-line refusal."""
+        try:
+            return self._searcher(records)
+        except (KeyError, ValueError) as e:
+            raise StudyError(f"{journal.path}: the journal's trials do not fit {self.source} ({type(e).__name__}: "
+                             f"{first_line(e)}); `{self._fresh}` starts over (the old journal is kept under a "
+                             "new name)") from None
+
+    def _run(self, tracker: Tracker, root: Path, results_dir: Path, say) -> StudyResult:
         from ray import tune
         from ray.tune.error import TuneError
 
@@ -278,23 +327,29 @@ class Study:
         n_search, n_final = len(self.cells) * spec.search.trials, len(self.cells) * len(final_seeds)
         n_select = len(self.cells) * spec.selection.top_k * len(select_seeds)  # at most: fewer distinct configs, fewer runs
         journal = self._journal(root)
-        if not resume:
-            journal.reset()
         records = journal.load()
         searcher = self._searcher
 
-        runs = {}
+        search_alg = searcher(records)
+        complete = search_alg.finished()
+        runs, rebuilt = {}, 0
         if records:
             # The journal is the record: MLflow gets exactly one complete run per trial in it (rebuilt
-            # where the crash cut its writes off), and no run of a trial cut off before it completed.
+            # where the crash cut its writes off, or all of them in a store new to the study), and
+            # no run of a trial cut off before it completed.
             runs, rebuilt = tracker.sync_trials(records, cells)
-            say(f"resuming from {journal.path}: {len(records)} completed trial(s) kept"
-                + (f", {rebuilt} MLflow run(s) rebuilt" if rebuilt else ""))
-        logger = self._logger = TrialLogger(tracker, cells, journal, runs)
+            if not complete:
+                say(f"resuming from {journal.path}: {len(records)} completed trial(s) kept"
+                    + (f", {rebuilt} MLflow run(s) rebuilt" if rebuilt else ""))
+        recorder = self._recorder = Recorder(journal, cells)
+        logger = self._logger = TrialLogger(tracker, cells, recorder, runs)
+        if complete:
+            logger.setup()  # what the logger writes when Tune starts (the search space): Tune will not start
         run_config = tune.RunConfig(
             name=spec.name, storage_path=str(root / "ray"), verbose=0,
-            callbacks=[logger, ProgressLine("search", n_search, say, cells).replay(records),
-                       *([ProgressLine("select", n_select, say, cells, at_most=True).replay(records)]
+            callbacks=[recorder, logger, ProgressLine("search", n_search, say, cells).replay(records),
+                       *([ProgressLine("select", n_select, say, cells, at_most=True,
+                                       exact=search_alg.selection_runs).replay(records)]
                          if select_seeds else []),
                        ProgressLine("final", n_final, say, cells).replay(records)],
             failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
@@ -307,12 +362,12 @@ class Study:
         self.stage = "baselines"
         baselines_for(spec.scenario_list() + select_scenarios + final_scenarios)
         self.stage = "search"
-        search_alg = searcher(records)
-        if not search_alg.finished():
+        if not complete:
             # Tune's own experiment folder is a cache (the journal is the record): a fresh one per run.
             shutil.rmtree(root / "ray" / spec.name, ignore_errors=True)
             scheduler = (CellScheduler(self.cells, spec.early_stopping.grace_period,
-                                       spec.early_stopping.reduction_factor) if spec.early_stopping.enabled else None)
+                                       spec.early_stopping.reduction_factor).replay(records)
+                         if spec.early_stopping.enabled else None)
             tuner = tune.Tuner(trainable(), run_config=run_config, tune_config=tune.TuneConfig(
                 search_alg=search_alg, scheduler=scheduler,
                 num_samples=max(1, n_search + n_select + n_final - len(records)),
@@ -322,15 +377,15 @@ class Study:
                 with _no_result_files_warning():
                     tuner.fit()
             except TuneError:
-                if logger.failure is not None:  # the journal could not be written: that, not Tune's traceback
-                    raise logger.failure from None
+                if recorder.failure is not None:  # the journal could not be written: that, not Tune's traceback
+                    raise recorder.failure from None
                 raise
         lost = logger.flush()
         records = journal.load()
-        if logger.open or not searcher(records).finished():
+        if recorder.open or not searcher(records).finished():
             # Tune ends fit() early, without an error, when it is interrupted: trials still open (or
             # a study short of its trials) mean the study did not end.
-            self.stage = min(logger.open.values(), key=STAGES.index, default=_open_stage(records, n_search, bool(select_seeds)))
+            self.stage = min(recorder.open.values(), key=STAGES.index, default=_open_stage(records, n_search, bool(select_seeds)))
             raise StudyInterrupted(self.stage, self._resume)
         runs = dict(logger.runs)
         if lost:
@@ -360,10 +415,13 @@ class Study:
         for w in warnings:
             say(w)
         result.paths = _write(result, reference, cells, original)
+        if complete:
+            say(f"study {spec.name} was complete in {journal.path}: no trial run; {rebuilt} MLflow run(s) rebuilt "
+                f"from it at {tracker.uri}, tables rewritten in {results_dir}")
         try:
             _track(result, tracker, logger.cell_runs, cells, original)
         except TRACKING_ERRORS as e:
-            self._tracking_down = _first_line(e)
+            self._tracking_down = first_line(e)
         return result
 
     def _sync(self, tracker: Tracker, records: dict, cells: dict, say) -> dict | None:
@@ -371,7 +429,7 @@ class Study:
         try:
             runs, rebuilt = tracker.sync_trials(records, cells)
         except TRACKING_ERRORS as e:
-            self._tracking_down = _first_line(e)
+            self._tracking_down = first_line(e)
             return None
         say(f"MLflow: {rebuilt} trial run(s) rebuilt from the journal")
         return runs
@@ -412,9 +470,8 @@ def _trials_frame(records: dict[str, dict], cells: dict, runs: dict, stage: str)
         m = record["result"]
         scenario = cell.at_seed(config["seed"]) if "seed" in config else cell.scenario
         rows.append({
-            "cell": cell.id, "scenario": scenario_label(scenario), "method": cell.method, "falw": cell.falw,
-            "seed": scenario.seed, "trial_id": record["trial_id"], "status": record["status"],
-            "epochs_done": m.get("epoch", 0),
+            **dict(zip(TRIAL_COLUMNS, (cell.id, scenario_label(scenario), cell.method, cell.falw, scenario.seed,
+                                       record["trial_id"], record["status"], m.get("epoch", 0)))),
             **({"rank": config["rank"]} if "rank" in config else {}),
             **cell.hp(config),
             **{k: m.get(k, float("nan")) for k in TRIAL_METRICS},
@@ -606,22 +663,3 @@ def _slots(spec: StudySpec, address: str | None, cluster: dict) -> int:
     if spec.resources.gpu > 0:
         slots = min(slots, int(cluster.get("GPU", 0) // spec.resources.gpu))
     return max(1, slots)
-
-
-def _first_line(e: Exception) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0][:200] if text else type(e).__name__
-
-
-def _silent(msg: str) -> None:
-    pass
-
-
-def _printer(progress: bool):
-    if not progress:
-        return _silent
-
-    def say(msg: str) -> None:
-        print(f"falw-ray: {msg}", file=sys.stderr, flush=True)
-
-    return say

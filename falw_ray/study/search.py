@@ -4,6 +4,7 @@ its own ASHA early stopping."""
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import optuna
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
@@ -104,6 +105,14 @@ class CellSearcher(Searcher):
         searched = all(len(self.outcomes[c]) == self.budget for c in self.cells)
         chosen = not self.final_seeds or len(self.chosen) == len(self.cells)
         return searched and chosen and not self.queue and self.rerun == self.queued
+
+    def selection_runs(self) -> int | None:
+        """How many selection re-runs the study makes: known once every cell's search has ended."""
+        if not self.final_seeds or not self.select_seeds:
+            return 0
+        if len(self.candidates) < len(self.cells):
+            return None
+        return sum(len(c) * len(self.select_seeds) for c in self.candidates.values() if len(c) > 1)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in self.reruns:
@@ -218,6 +227,22 @@ class CellScheduler(FIFOScheduler):
 
     def set_search_properties(self, metric, mode, **spec) -> bool:
         return True
+
+    def replay(self, records: dict[str, dict]) -> "CellScheduler":
+        """Each cell's ASHA given the search trials the journal holds, result by result as they
+        reported them, then completed: a resumed study judges its new trials at every rung against
+        the results recorded before the interruption, not against empty rungs. (Their STOP decisions
+        were taken before: they are not counted again.)"""
+        for record in sorted(records.values(), key=lambda r: r["seq"]):
+            trial = SimpleNamespace(trial_id=record["trial_id"], config=record["config"])
+            if (cell := self._cell(trial)) is None or not record["history"]:
+                continue
+            asha = self.ashas[cell]
+            asha.on_trial_add(None, trial)
+            for result in record["history"]:
+                asha.on_trial_result(None, trial, result)
+            asha.on_trial_complete(None, trial, record["history"][-1])
+        return self
 
     def _cell(self, trial) -> str | None:
         cell = trial.config.get("cell")

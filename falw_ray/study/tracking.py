@@ -33,9 +33,10 @@ from requests.exceptions import RequestException
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
+from ..columns import RUN_PARAMS
+from ..console import first_line
 from .cells import scenario_label, stage_config, trial_stage
-from .journal import entry
-from .schema import EPOCH_METRICS, ERROR, MEASURED, OBJECTIVE, status as trial_status
+from .schema import EPOCH_METRICS, ERROR, MEASURED, OBJECTIVE
 
 PARENT = "mlflow.parentRunId"
 
@@ -49,6 +50,8 @@ VIEWS = {"falw-cells": "cell", "falw-final": "final", "falw-search": "search"}
 study run: key -> what it lists (one run per cell, or a stage's trial runs)."""
 STUDY_RUN = "study_run"
 """Tag naming the study run a baseline, cell or trial run belongs to (trial runs nest under their cell)."""
+JOURNAL = "journal"
+"""Tag naming the journal (its header's id) a study run mirrors: resume and sync find the run by it."""
 
 
 def per_class_metrics(values) -> dict[str, float]:
@@ -130,11 +133,6 @@ def _no_retries():
                 os.environ[k] = v
 
 
-def _first_line(e: Exception) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
-
-
 class Tracker:
     def __init__(self, uri: str | None, experiment: str, artifact_root: Path | None = None):
         self.uri = uri or default_tracking_uri()
@@ -152,7 +150,7 @@ class Tracker:
             try:
                 self._client = MlflowClient(tracking_uri=self.uri)
             except Exception as e:  # noqa: BLE001 - any failure to open the store is the one line below
-                raise TrackingError(f"MLflow tracking at {self.uri} is unreachable: {_first_line(e)}") from None
+                raise TrackingError(f"MLflow tracking at {self.uri} is unreachable: {first_line(e)}") from None
         return self._client
 
     def __getstate__(self) -> dict:
@@ -163,11 +161,22 @@ class Tracker:
         self.__dict__.update(state)
         self._client = None
 
-    def resume_study(self) -> str | None:
-        """Reopen the latest study run if it did not finish, so a resumed study writes into it."""
-        run_id = self.latest_study_run()
-        if run_id is None or self.client.get_run(run_id).info.status == "FINISHED":
-            return None
+    def resume_study(self, journal: str | None) -> str | None:
+        """Reopen the study run that mirrors the journal with id ``journal`` (its ``journal`` tag),
+        finished or not, so a resumed study writes into it; None where this store has none (a new
+        store: the study's run is made anew and filled from the journal). A journal written before
+        headers (``journal`` None) reopens the latest study run if it did not finish."""
+        if journal is None:
+            run_id = self.latest_study_run()
+            if run_id is None or self.client.get_run(run_id).info.status == "FINISHED":
+                return None
+        else:
+            runs = self.client.search_runs([self.experiment_id], filter_string=f"tags.kind = 'study' and "
+                                           f"tags.{JOURNAL} = '{journal}'", order_by=["attributes.start_time DESC"],
+                                           max_results=1)
+            if not runs:
+                return None
+            run_id = runs[0].info.run_id
         self.client.update_run(run_id, status="RUNNING")
         self.study_run = run_id
         self._set_views()
@@ -245,7 +254,7 @@ class Tracker:
                 try:
                     self.client.search_experiments(max_results=1)
                 except Exception as e:  # noqa: BLE001 - any failure to answer is the one-line error below
-                    raise TrackingError(f"MLflow tracking at {self.uri} is unreachable: {_first_line(e)}") from None
+                    raise TrackingError(f"MLflow tracking at {self.uri} is unreachable: {first_line(e)}") from None
             return
         self.client  # noqa: B018 - other schemes: an unknown one or an unreachable database fails here
 
@@ -266,14 +275,14 @@ class Tracker:
             else:
                 self.experiment_id = exp.experiment_id
         except Exception as e:  # noqa: BLE001 - whatever the store raises, the study stops with one line
-            raise TrackingError(f"MLflow tracking at {self.uri} is unreachable: {_first_line(e)}") from None
+            raise TrackingError(f"MLflow tracking at {self.uri} is unreachable: {first_line(e)}") from None
         return exp
 
     def _set_views(self) -> None:
         try:
             self._ensure_views(self.client.get_experiment(self.experiment_id))
         except TRACKING_ERRORS as e:  # a read-only or older server: the runs are logged all the same
-            warnings.warn(f"falw_ray: could not set the experiment's shared MLflow views: {_first_line(e)}",
+            warnings.warn(f"falw_ray: could not set the experiment's shared MLflow views: {first_line(e)}",
                           RuntimeWarning, stacklevel=2)
 
     def _ensure_views(self, exp) -> None:
@@ -317,8 +326,9 @@ class Tracker:
     def end(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status=status)
 
-    def start_study(self, name: str, params: dict) -> str:
-        self.study_run = self.start_run(name, params=params, tags={"kind": "study"})
+    def start_study(self, name: str, params: dict, journal: str) -> str:
+        """The study's run, tagged with its journal's id (see :meth:`resume_study`)."""
+        self.study_run = self.start_run(name, params=params, tags={"kind": "study", JOURNAL: journal})
         self._set_views()
         return self.study_run
 
@@ -394,7 +404,7 @@ class Tracker:
                     raw = json.load(f)
         except (*TRACKING_ERRORS, json.JSONDecodeError) as e:
             raise TrackingError(f"MLflow tracking at {self.uri}: {SEARCH_SPACE} of run {study_run} could not be "
-                                f"read: {_first_line(e)}") from None
+                                f"read: {first_line(e)}") from None
         finally:
             if saved is None:
                 os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
@@ -402,8 +412,10 @@ class Tracker:
                 os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = saved
         return {cid: {n: SimpleNamespace(**p) for n, p in space.items()} for cid, space in raw.items()}
 
-    def latest_study_run(self) -> str | None:
-        runs = self.client.search_runs([self.experiment_id], filter_string="tags.kind = 'study'",
+    def latest_study_run(self, finished: bool = False) -> str | None:
+        """The study run started last; with ``finished``, the last one that completed."""
+        done = " and attributes.status = 'FINISHED'" if finished else ""
+        runs = self.client.search_runs([self.experiment_id], filter_string=f"tags.kind = 'study'{done}",
                                        order_by=["attributes.start_time DESC"], max_results=1)
         return runs[0].info.run_id if runs else None
 
@@ -443,9 +455,9 @@ def trial_run(config: dict, cells: dict, trial_id: str) -> tuple[str, dict, dict
     stage, cfg = trial_stage(config), stage_config(config)
     cell = cells[cfg["cell"]]
     scenario = cell.at_seed(cfg["seed"]) if "seed" in cfg else cell.scenario
-    params = {"method": cell.method, "falw": cell.falw, "scenario": scenario.name, "dataset": scenario.dataset,
-              "model": scenario.model, "forget": scenario.forget.label, "gamma": scenario.forget.gamma,
-              "seed": scenario.seed, "epochs": cell.epochs, **cell.hp(cfg)}
+    params = {**dict(zip(RUN_PARAMS, (cell.method, cell.falw, scenario.name, scenario.dataset, scenario.model,
+                                      scenario.forget.label, scenario.forget.gamma, scenario.seed, cell.epochs))),
+              **cell.hp(cfg)}
     tags = {"kind": "trial", "stage": stage, "cell": cell.id, "method": cell.method,
             "falw": "on" if cell.falw else "off", "scenario": scenario.name, "label": scenario_label(scenario),
             "trial_id": trial_id}
@@ -530,18 +542,16 @@ class Writer:
 
 
 class TrialLogger(Callback):
-    """A Tune callback on the driver: records each completed trial in the journal (first, synced to
-    disk), and mirrors trials to MLflow: a nested run per trial, per-epoch metrics, a final status.
+    """A Tune callback on the driver that mirrors trials to MLflow, a sink fed from the record: a
+    nested run per trial, per-epoch metrics, and the run closed as the trial's journal entry (written
+    by the journal's :class:`~falw_ray.study.journal.Recorder`, which Tune calls first) says it ended.
 
     MLflow writes go through a :class:`Writer` (call :meth:`flush` before reading the runs)."""
 
-    def __init__(self, tracker: Tracker, cells: dict, journal, runs: dict | None = None):
-        self.tracker, self.cells, self.journal = tracker, cells, journal
+    def __init__(self, tracker: Tracker, cells: dict, recorder, runs: dict | None = None):
+        self.tracker, self.cells, self.recorder = tracker, cells, recorder
         self.runs: dict[str, str | None] = dict(runs or {})
-        self.open: dict[str, str] = {}  # trials started and not yet ended -> their stage
         self.cell_runs: dict[str, str] = tracker.cell_runs() if tracker.study_run else {}
-        self.history: dict[str, list[dict]] = {}
-        self.failure: OSError | None = None
         self.writer = Writer()
 
     def flush(self) -> list[str]:
@@ -558,7 +568,6 @@ class TrialLogger(Callback):
         return self.cell_runs[cell.id]
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        self.open[trial.trial_id] = trial_stage(trial.config)
         if trial.trial_id in self.runs:  # retried after its worker died: same run
             return
         self.runs[trial.trial_id] = None  # filled in by the writer, which runs the writes in order
@@ -571,16 +580,10 @@ class TrialLogger(Callback):
         self.writer.submit(start)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        trial_id = trial.trial_id
-        history = self.history.setdefault(trial_id, [])
-        epoch = int(result.get("epoch", 0))
-        if history and epoch <= int(history[-1].get("epoch", 0)):  # a retried trial starts over
-            history[:] = [r for r in history if int(r.get("epoch", 0)) < epoch]
-        history.append(result)
         metrics = {k: result[k] for k in EPOCH_METRICS if k in result}
-        diverged = bool(result.get("diverged"))
+        epoch, diverged = int(result.get("epoch", 0)), bool(result.get("diverged"))
 
-        def log(trial_id=trial_id):
+        def log(trial_id=trial.trial_id):
             run = self.runs.get(trial_id)
             if run is None:
                 return
@@ -590,43 +593,19 @@ class TrialLogger(Callback):
 
         self.writer.submit(log)
 
-    def _record(self, trial, error: str | None = None) -> dict:
-        """The trial's journal entry, appended before anything else is written about it."""
-        history = self.history.pop(trial.trial_id, [])
-        cell = self.cells[stage_config(trial.config)["cell"]]
-        last = history[-1] if history else None
-        status = trial_status(last, cell.epochs, error is not None)
-        if error is None and last is not None and last.get("failed"):  # failed without raising: its own line
-            error = str(last.get("error", "failed"))
-        record = entry(trial.trial_id, trial_stage(trial.config), trial.config, int(trial.config.get("seq", -1)),
-                       status, last, history, error)
-        if self.failure is not None:  # the record cannot be trusted past a failed write: stop recording
-            raise self.failure
-        try:
-            self.journal.append(record)
-        except OSError as e:  # a full disk: Tune stops with it, and the runner raises it (naming the file)
-            self.failure = e
-            raise
-        return record
-
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self.open.pop(trial.trial_id, None)
-        record = self._record(trial)
-        self._close(trial.trial_id, record)
+        self._close(trial.trial_id)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self.open.pop(trial.trial_id, None)
-        try:
-            error = str(trial.get_error() or "failed")
-        except OSError as e:
-            error = f"failed (its error file could not be read: {e.strerror or e})"
-        record = self._record(trial, error.strip().splitlines()[-1][:300] if error.strip() else "failed")
-        self._close(trial.trial_id, record)
+        self._close(trial.trial_id)
 
-    def _close(self, trial_id: str, record: dict) -> None:
+    def _close(self, trial_id: str) -> None:
+        record = self.recorder.records.get(trial_id)
+        if record is None:  # not recorded (the journal could not be written): the study stops
+            return
         cell = self.cells[stage_config(record["config"])["cell"]]
 
-        def close(trial_id=trial_id):
+        def close():
             if (run := self.runs.get(trial_id)) is not None:
                 self.tracker.end_trial(run, record, cell)
 
