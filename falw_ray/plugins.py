@@ -11,6 +11,8 @@ import re
 import sys
 from pathlib import Path
 
+from .console import first_line
+
 REF = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 
@@ -53,9 +55,9 @@ def import_module(name: str, base: str | Path | None = None):
             where = f"beside the study file ({Path(base).resolve()}) or " if base is not None else ""
             raise PluginError(f"module {name!r} not found: put {top}.py {where}on the Python path "
                               "(PYTHONPATH)") from None
-        raise PluginError(f"module {name!r} cannot be imported: {_first_line(e)}") from None
+        raise PluginError(f"module {name!r} cannot be imported: {first_line(e, 300)}") from None
     except Exception as e:  # noqa: BLE001 - the plugin's own error, shown in one line
-        raise PluginError(f"module {name!r} failed while being imported: {type(e).__name__}: {_first_line(e)}") from None
+        raise PluginError(f"module {name!r} failed while being imported: {type(e).__name__}: {first_line(e, 300)}") from None
 
 
 def load(ref: str, base: str | Path | None = None):
@@ -75,7 +77,3 @@ def origin(ref: str) -> str:
     mod = sys.modules.get(split_ref(ref)[0])
     return getattr(mod, "__file__", None) or "?"
 
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0][:300] if text else type(e).__name__

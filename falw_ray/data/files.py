@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..console import first_line
 from .arrays import DatasetArrays
 
 LAYOUT = ("train_images", "train_labels", "test_images", "test_labels")
@@ -38,7 +39,7 @@ def load_npz(data_file: str | os.PathLike, name: str = "npz") -> DatasetArrays:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise DataFileError(f"{path}: not a readable .npz file ({_first_line(e)})") from None
+        raise DataFileError(f"{path}: not a readable .npz file ({first_line(e)})") from None
     return from_layout(arrays, str(path), name)
 
 
@@ -223,7 +224,7 @@ def _read_image(path: Path) -> np.ndarray:
                 img = img.convert("RGBA" if "A" in img.mode or "transparency" in img.info else "RGB")
             return np.asarray(img)
     except (OSError, UnidentifiedImageError, ValueError) as e:
-        raise DataFileError(f"{path}: unreadable image ({_first_line(e)})") from None
+        raise DataFileError(f"{path}: unreadable image ({first_line(e)})") from None
 
 
 def _shape(x: np.ndarray) -> str:
@@ -233,7 +234,3 @@ def _shape(x: np.ndarray) -> str:
 def _size(img: np.ndarray) -> str:
     return f"{img.shape[1]}x{img.shape[0]}" + (f" with {img.shape[2]} channels" if img.ndim == 3 else " grey")
 
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0][:200] if text else type(e).__name__

@@ -11,6 +11,7 @@ from . import (
     boundary_expanding, boundary_shrink, ft, ga, l1_sparse, neggrad_plus, retrain, rl, salun, scrub,
 )
 from .. import plugins
+from ..console import first_line
 from .base import TAU, Batch, DivergedError, FalwUnused, Method, Option, Param, UnlearnState, unlearn
 from .falw import FalwWeigher, class_confidence_stats, falw_weights
 
@@ -85,7 +86,7 @@ def load_plugin(name: str, base=None) -> Plugin:
             obj = ep.load()
         except Exception as e:  # noqa: BLE001 - the plugin's own error, in one line
             raise plugins.PluginError(f"method {name!r} (entry point {ep.value} of {dist}) cannot be loaded: "
-                                      f"{type(e).__name__}: {plugins._first_line(e)}") from None
+                                      f"{type(e).__name__}: {first_line(e, 300)}") from None
         ref, origin = ep.value, f"{dist} (entry point {ENTRY_POINTS}: {ep.value})"
         if isinstance(obj, Method) and obj.name != name:
             raise plugins.PluginError(f"entry point {name!r} ({ep.value}, {dist}) is a method named {obj.name!r}: "
