@@ -4,7 +4,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from falw_ray.baselines import train_baselines
+import ray
+
+from falw_ray.baselines import model_from, tensors_for, train_baselines
+from falw_ray.data.registry import load_dataset
 from falw_ray.scenario import Scenario
 
 
@@ -21,3 +24,24 @@ def digits_scenario() -> Scenario:
 @pytest.fixture(scope="session")
 def digits_baselines(digits_scenario):
     return train_baselines(digits_scenario, "cpu")
+
+
+@pytest.fixture(scope="module")
+def t(digits_baselines):
+    """The digits scenario's tensors on the CPU."""
+    return tensors_for(digits_baselines, torch.device("cpu"))
+
+
+@pytest.fixture()
+def original(digits_baselines):
+    """A fresh copy of the digits original model."""
+    return model_from(digits_baselines.scenario, load_dataset("digits"), digits_baselines.original, torch.device("cpu"))
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray of two CPUs for a module's studies (request with pytestmark usefixtures)."""
+    ray.shutdown()
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()

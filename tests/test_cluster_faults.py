@@ -34,6 +34,29 @@ def _psutil():
     return psutil
 
 
+def stop_processes(procs: list[subprocess.Popen]) -> None:
+    """Stop the Ray nodes a fixture started, and every process under them, by their ids (never `ray stop`)."""
+    psutil = _psutil()
+    family = []
+    for proc in procs:
+        try:
+            family += [proc.pid, *(p.pid for p in psutil.Process(proc.pid).children(recursive=True))]
+        except psutil.NoSuchProcess:
+            family.append(proc.pid)
+    for proc in reversed(procs):
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    for pid in family:
+        try:
+            psutil.Process(pid).kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
 @pytest.fixture()
 def cluster(monkeypatch):
     """Without token authentication on every process alike. (A driver that turns token mode on by
@@ -146,22 +169,7 @@ def private_node(tmp_path, cluster):
         ours = [n["NodeID"] for n in ray.nodes() if n["Alive"] and n["NodeID"] != ray.get_runtime_context().get_node_id()]
         yield storage, ours[0]
     finally:
-        psutil = _psutil()
-        try:
-            family = [proc.pid, *(p.pid for p in psutil.Process(proc.pid).children(recursive=True))]
-        except psutil.NoSuchProcess:
-            family = [proc.pid]
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-        for pid in family:  # only the processes this fixture started
-            try:
-                psutil.Process(pid).kill()
-            except psutil.NoSuchProcess:
-                pass
+        stop_processes([proc])
 
 
 def test_a_node_that_does_not_see_the_storage_is_named_in_one_line(private_node):

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from falw_ray.baselines import model_from, tensors_for
+from falw_ray.baselines import model_from
 from falw_ray.data.registry import load_dataset
 from falw_ray.experiment import Experiment, run_method
 from falw_ray.metrics import evaluate
@@ -18,16 +18,6 @@ from falw_ray.unlearn.base import UnlearnState
 from falw_ray.unlearn.falw import FalwWeigher
 from falw_ray.unlearn.losses import forget_weights
 from falw_ray.unlearn.salun import saliency_mask
-
-
-@pytest.fixture(scope="module")
-def t(digits_baselines):
-    return tensors_for(digits_baselines, torch.device("cpu"))
-
-
-@pytest.fixture()
-def original(digits_baselines):
-    return model_from(digits_baselines.scenario, load_dataset("digits"), digits_baselines.original, torch.device("cpu"))
 
 
 def steps_of(fn) -> int:

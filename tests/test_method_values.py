@@ -11,27 +11,13 @@ from __future__ import annotations
 import copy
 import itertools
 
-import pytest
 import torch
-import torch.nn.functional as F
 
-from falw_ray.baselines import model_from, tensors_for
-from falw_ray.data.registry import load_dataset
 from falw_ray.unlearn import get_method, unlearn
 
 BS = 64
 SEED = 5
 RTOL, ATOL = 1e-4, 1e-5
-
-
-@pytest.fixture(scope="module")
-def t(digits_baselines):
-    return tensors_for(digits_baselines, torch.device("cpu"))
-
-
-@pytest.fixture()
-def original(digits_baselines):
-    return model_from(digits_baselines.scenario, load_dataset("digits"), digits_baselines.original, torch.device("cpu"))
 
 
 def order(n: int, gen: torch.Generator) -> list[torch.Tensor]:

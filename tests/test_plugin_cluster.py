@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 import ray
 
-from test_cluster_faults import RAY, _psutil
+from test_cluster_faults import RAY, stop_processes
 from test_plugin_methods import write_method
 
 REPO = Path(__file__).resolve().parent.parent
@@ -43,29 +43,6 @@ def free_ports(n: int) -> list[int]:
 def _hidden(folder: Path, command: str) -> list[str]:
     return ["unshare", "-m", "--propagation", "private", "sh", "-c",
             f'mount -t tmpfs tmpfs "{folder}" && exec {command}']
-
-
-def _stop(procs: list[subprocess.Popen]) -> None:
-    """Stop the nodes this fixture started, by their processes' ids (never `ray stop`)."""
-    psutil = _psutil()
-    family = []
-    for proc in procs:
-        try:
-            family += [proc.pid, *(p.pid for p in psutil.Process(proc.pid).children(recursive=True))]
-        except psutil.NoSuchProcess:
-            family.append(proc.pid)
-    for proc in reversed(procs):
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-    for pid in family:
-        try:
-            psutil.Process(pid).kill()
-        except psutil.NoSuchProcess:
-            pass
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +95,7 @@ def hidden_cluster(tmp_path_factory):
         yield address, plugin_dir, nodes
     finally:
         ray.shutdown()
-        _stop(procs)
+        stop_processes(procs)
         shutil.rmtree(temp_dir, ignore_errors=True)
         if saved is None:
             os.environ.pop("RAY_AUTH_MODE", None)

@@ -21,12 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 GAP_METRICS = ("fa_gap", "ra_gap", "ta_gap", "mia_gap", "avg_gap")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def local_ray():
-    ray.shutdown()
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
+pytestmark = pytest.mark.usefixtures("local_ray")
 
 
 def digits_study(trials: int, seeds: list[int], selection: list[int] = (10,)) -> Study:
