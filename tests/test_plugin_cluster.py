@@ -5,7 +5,6 @@ does not ship (a helper the plugin imports) fails its trials once each, in one l
 and the node, and the driver ends non-zero with the tables of what finished."""
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -21,6 +20,7 @@ import pandas as pd
 import pytest
 import ray
 
+from falw_ray.study.journal import Journal
 from test_cluster_faults import RAY, stop_processes
 from test_plugin_methods import write_method
 
@@ -124,7 +124,8 @@ final: {{seeds: [1]}}
 
 
 def journal(storage: Path, name: str) -> list[dict]:
-    return [json.loads(line) for line in (storage / "ray" / f"{name}.finished.jsonl").read_text().splitlines()]
+    """The study's recorded trials (its header line left out)."""
+    return list(Journal(storage / "ray" / f"{name}.finished.jsonl").load().values())
 
 
 def test_a_plugin_only_the_driver_has_runs_on_both_nodes(hidden_cluster, store, tmp_path):
