@@ -154,7 +154,7 @@ trap on_stop TERM INT
 CPUS="${SLURM_CPUS_PER_TASK:-${SLURM_CPUS_ON_NODE:-1}}"
 mapfile -t NODES < <(scontrol show hostnames "$SLURM_JOB_NODELIST")
 HEAD_IP=$(hostname --ip-address | awk '{print $1}')
-read -r PORT CLIENT_PORT DASH_PORT AGENT_PORT < <("$PY" -m falw_ray.study.slurm ports 4)
+PORT=$("$PY" -m falw_ray.study.slurm ports 1)
 export RAY_AUTH_MODE=token
 RAY_AUTH_TOKEN=$("$PY" -c 'import secrets; print(secrets.token_hex(32))')
 export RAY_AUTH_TOKEN
@@ -173,8 +173,7 @@ stop_ray() {
 trap stop_ray EXIT
 echo "falw-ray slurm: job $SLURM_JOB_ID ($MODE) on ${NODES[*]}; Ray head $HEAD_IP:$PORT"
 srun --overlap --nodes=1 --ntasks=1 -w "${NODES[0]}" "$PY" -m falw_ray.study.slurm node --head \
-  --node-ip-address="$HEAD_IP" --port="$PORT" --ray-client-server-port="$CLIENT_PORT" \
-  --dashboard-port="$DASH_PORT" --dashboard-agent-listen-port="$AGENT_PORT" \
+  --node-ip-address="$HEAD_IP" --port="$PORT" \
   --num-cpus="$CPUS" --num-gpus="$GPUS" --temp-dir="$TMP" &
 RAY_STEPS+=($!)
 "$PY" -m falw_ray.study.slurm wait "$HEAD_IP:$PORT" 1 180 || { note ended 1; exit 1; }
