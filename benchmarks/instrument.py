@@ -35,8 +35,8 @@ def setup() -> None:
 
     import falw_ray.baselines as baselines
     import falw_ray.experiment as ex
-    import falw_ray.study.shared as shared
-    import falw_ray.study.trainable as tr
+    import falw_ray.study.cluster.shared as shared
+    import falw_ray.study.search.trainable as tr
 
     cur: dict = {}
     orig_run_method, orig_unlearn, orig_evaluate, orig_report = tr.run_method, ex.unlearn, ex.evaluate, tune.report

@@ -38,7 +38,7 @@ def closed_port() -> int:
 
 def fail_once(uri: str) -> float:
     from falw_ray.study.runner import Study
-    from falw_ray.study.tracking import TrackingError
+    from falw_ray.study.tracking.tracker import TrackingError
 
     with tempfile.TemporaryDirectory() as tmp:
         store = Path(tmp) / "store"

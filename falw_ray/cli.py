@@ -71,7 +71,7 @@ def _fail(err: Exception) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from .study.runner import Study, StudyInterrupted
     from .study.spec import StudyError
-    from .study.tracking import TrackingError
+    from .study.tracking.tracker import TrackingError
 
     try:
         study = Study.from_yaml(args.study)
@@ -102,7 +102,7 @@ def mlflow_hint(uri: str, experiment: str) -> str:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     from .study.spec import StudyError
-    from .study.submit import cluster_locations, follow_hint, submit_study
+    from .study.cluster.submit import cluster_locations, follow_hint, submit_study
 
     try:
         where = cluster_locations(args.study, args.storage, args.tracking_uri)  # refuses relative locations
@@ -117,7 +117,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_slurm(args: argparse.Namespace) -> int:
-    from .study import slurm
+    from .study.cluster import slurm
     from .study.spec import StudyError
 
     if args.status:
@@ -146,7 +146,7 @@ def cmd_slurm(args: argparse.Namespace) -> int:
 
 def slurm_status(args: argparse.Namespace) -> int:
     """Which job a study is on and how far it is: its chain of jobs, and the trials its journal holds."""
-    from .study import slurm
+    from .study.cluster import slurm
     from .study.spec import StudyError, load_study
 
     try:
@@ -162,20 +162,18 @@ def slurm_status(args: argparse.Namespace) -> int:
         ended = f", exit {entry['rc']}" if "rc" in entry else ""
         warned = ", stopped at its time limit" if "warned" in entry["events"] else ""
         print(f"job {entry['job']}: {entry['mode']}, {slurm.slurm_state(entry['job'])}{warned}{ended}")
-    from pathlib import Path
+    from .study.record.journal import Journal, journal_path
 
-    from .study.journal import Journal
-
-    journal = Journal(Path(storage) / "ray" / f"{spec.name}.finished.jsonl")
+    journal = Journal(journal_path(storage, spec.name))
     print(f"journal: {len(journal.load())} trial(s) recorded ({journal.path})")
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from .study.report import report
-    from .study.results import format_table
+    from .study.record.results import format_table
     from .study.spec import StudyError, load_study
-    from .study.tracking import TrackingError
+    from .study.tracking.tracker import TrackingError
 
     name, uri = args.study, args.tracking_uri
     try:
@@ -206,9 +204,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
             head = None
         try:
             if isinstance(head, dict) and "provider" in head:
-                from .study.cluster import validate_cluster_config
+                from .study.cluster.config import validate_cluster_config
 
-                from .study.cluster import PLACEHOLDER, placeholders
+                from .study.cluster.config import PLACEHOLDER, placeholders
 
                 validate_cluster_config(path)
                 print(f"{path}: valid Ray cluster config")

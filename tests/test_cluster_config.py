@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from falw_ray.study.cluster import validate_cluster_config
+from falw_ray.study.cluster.config import validate_cluster_config
 
 CLUSTER_YAML = Path(__file__).resolve().parent.parent / "cluster.yaml"
 
@@ -86,7 +86,7 @@ def test_non_mapping_is_rejected(tmp_path):
 
 
 def test_placeholders_are_named_by_field_and_warned_about_by_validate(tmp_path):
-    from falw_ray.study.cluster import placeholders
+    from falw_ray.study.cluster.config import placeholders
 
     assert placeholders(CLUSTER_YAML) == ["available_node_types.head.node_config.ImageId",
                                           "available_node_types.gpu_worker.node_config.ImageId",

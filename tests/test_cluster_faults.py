@@ -16,8 +16,8 @@ import pytest
 import ray
 from ray.cluster_utils import Cluster
 
-from falw_ray.study.journal import Journal
-from falw_ray.study.nodes import MARKER, check_shared_storage
+from falw_ray.study.record.journal import Journal
+from falw_ray.study.cluster.nodes import MARKER, check_shared_storage
 from falw_ray.study.runner import Study
 from falw_ray.study.spec import StudyError, load_study
 
@@ -199,7 +199,7 @@ def test_a_baseline_built_where_the_driver_cannot_see_it_stops_the_study(tmp_pat
     path; a baseline that is in the shared store passes."""
     from falw_ray.scenario import Scenario
     from falw_ray.store import BaselineStore
-    from falw_ray.study.shared import check_stored
+    from falw_ray.study.cluster.shared import check_stored
 
     scenario = Scenario(dataset="digits")
     store = BaselineStore(tmp_path)

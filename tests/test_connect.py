@@ -13,7 +13,7 @@ def in_fresh_process(body: str, env: dict | None = None) -> None:
     import sys
     import textwrap
 
-    script = "from falw_ray.study import connect\n" + textwrap.dedent(RAYS_OWN_TOKEN) + textwrap.dedent(body)
+    script = "from falw_ray.study.cluster import connect\n" + textwrap.dedent(RAYS_OWN_TOKEN) + textwrap.dedent(body)
     out = subprocess.run([sys.executable, "-c", script], env={**os.environ, **(env or {})}, capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]

@@ -263,7 +263,7 @@ def test_sync_refuses_a_study_with_trials_still_to_run(tmp_path):
     """sync writes what the journal holds and runs nothing: with trials missing (a study stopped
     before its first trial completed: its journal holds the header alone) it stops in one line
     before Ray or MLflow is touched."""
-    from falw_ray.study.journal import Journal, header
+    from falw_ray.study.record.journal import Journal, header
     from falw_ray.study.runner import Study
 
     tiny = Study.from_yaml(TINY)
@@ -303,7 +303,7 @@ def test_a_full_disk_stops_the_study_naming_the_file_and_resume_completes_it(tmp
     first synced write is its header: the fourth fails.)"""
     import ray
 
-    from falw_ray.study import journal as journal_module
+    from falw_ray.study.record import journal as journal_module
     from falw_ray.study.runner import Study
 
     uri = f"sqlite:///{tmp_path / 'm.db'}"

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from falw_ray.study.journal import Journal, changes, entry, header
+from falw_ray.study.record.journal import Journal, changes, header
+from falw_ray.study.record.recorder import entry
 from falw_ray.study.spec import load_study, parse_study
 
 TINY = Path(__file__).resolve().parent / "data" / "tiny_study.yaml"

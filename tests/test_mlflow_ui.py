@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 from study_store import tiny_study
 
-from falw_ray.study.tracking import Tracker
+from falw_ray.study.tracking.tracker import Tracker
 
 BROWSER_FLAGS = (
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",

@@ -12,9 +12,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 from study_store import tiny_study
 
-from falw_ray.study import plots
+from falw_ray.study.record import plots
 from falw_ray.study.report import final_frames, report, search_frame
-from falw_ray.study.tracking import Tracker, per_class_from_metrics
+from falw_ray.study.tracking.tracker import Tracker, per_class_from_metrics
 
 SCENARIO = "digits-cnn-lt0.1-g1"
 EXPECTED = {  # tests/data/tiny_study.yaml: ga with FaLW (lr and tau searched), ft (lr only)

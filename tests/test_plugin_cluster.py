@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 import ray
 
-from falw_ray.study.journal import Journal
+from falw_ray.study.record.journal import Journal
 from test_cluster_faults import RAY, stop_processes
 from test_plugin_methods import write_method
 

@@ -141,7 +141,7 @@ def test_a_resumed_stage_counts_the_trials_its_journal_holds():
     """After a resume the counts are the study's (the journal's 3 of 4 trials, one of them from the
     final stage and not counted here), the cells' bests include the earlier trials, and the time left
     comes from this run's pace alone."""
-    from falw_ray.study.journal import entry
+    from falw_ray.study.record.recorder import entry
 
     journal = {
         "a": entry("a", "search", {"cell": "s/ga+falw", "seq": 0}, 0, "finished", {"epoch": 3, "avg_gap": 2.0}),
@@ -197,7 +197,7 @@ def test_stage_end_lines_come_in_the_stages_order_with_the_searchers_count(rerun
 
 
 def test_a_stage_the_journal_holds_complete_says_nothing_again():
-    from falw_ray.study.journal import entry
+    from falw_ray.study.record.recorder import entry
 
     journal = {t: entry(t, "search", {"cell": c, "seq": i}, i, "finished", {"epoch": CELLS[c].epochs, "avg_gap": 1.0})
                for i, (t, c) in enumerate([("a", "s/ga+falw"), ("b", "s/ft")])}

@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from falw_ray.study.runner import Study
 from falw_ray.study.spec import load_study
-from falw_ray.study.tracking import TrackingError
+from falw_ray.study.tracking.tracker import TrackingError
 
 ROOT = Path(__file__).resolve().parents[1]
 SOAK = ROOT / "tests" / "data" / "soak_study.yaml"

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from falw_ray.study.results import (choose, edge_warnings, final_table, format_paired, format_table, paired_difference,
+from falw_ray.study.record.results import (choose, edge_warnings, final_table, format_paired, format_table, paired_difference,
                                     paired_table, ranked)
 from falw_ray.unlearn import Param
 

@@ -20,10 +20,11 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from falw_ray import __version__
-from falw_ray.study.journal import Journal, entry, header
+from falw_ray.study.record.journal import Journal, header
+from falw_ray.study.record.recorder import entry
 from falw_ray.study.report import report
 from falw_ray.study.runner import Study
-from falw_ray.study.tracking import Tracker
+from falw_ray.study.tracking.tracker import Tracker
 from test_faults import assert_one_complete_run_per_trial, records
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,11 +8,12 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from falw_ray.study import plots, schema
+from falw_ray import columns
+from falw_ray.study.record import plots, trials as schema
 from falw_ray.study.progress import ProgressLine
 from falw_ray.study.report import trial_status
-from falw_ray.study.results import best_of, final_table, format_table
-from falw_ray.study.tracking import end_tags
+from falw_ray.study.record.results import best_of, final_table, format_table
+from falw_ray.study.tracking.tracker import end_tags
 
 EPOCHS = 3
 RESULTS = {  # hand-written last results of a 3-epoch trial -> the status the rule gives each
@@ -60,7 +61,7 @@ def _mlflow_run(result: dict, failed: bool = False) -> SimpleNamespace:
     """The MLflow run tracking.TrialLogger leaves for a trial whose last result is ``result``."""
     tags = {"diverged": "true"} if result.get("diverged") else {}
     tags.update({k: str(v) for k, v in end_tags(result.get("epoch", 0), EPOCHS).items()})
-    metrics = {k: v for k, v in result.items() if k in schema.EPOCH_METRICS}
+    metrics = {k: v for k, v in result.items() if k in columns.EPOCH_METRICS}
     return SimpleNamespace(info=SimpleNamespace(status="FAILED" if failed else "FINISHED"),
                            data=SimpleNamespace(params={"epochs": str(EPOCHS)}, metrics=metrics, tags=tags))
 
@@ -105,21 +106,18 @@ def test_every_metric_is_a_table_column_and_no_hyperparameter():
     assert (retrain["avg_gap_mean"], retrain["rte_mean"]) == (0.0, 1.0), "Retrain's gap is 0 and its RTE 1"
     assert list(format_table(table).columns) == ["scenario", "method", "falw", "FA", "RA", "TA", "MIA", "Avg. Gap",
                                                  "Time (s)", "RTE", "best"]
-    assert set(schema.METRICS) | set(schema.EPOCH_METRICS) | set(schema.TRIAL_METRICS) <= plots.HP_SKIP
+    assert set(columns.METRICS) | set(columns.EPOCH_METRICS) | set(columns.TRIAL_METRICS) <= plots.HP_SKIP
 
 
 def test_the_measured_metrics_are_the_ones_the_core_computes():
     """One definition (falw_ray.columns) for the core and the study layer: the gaps the core computes
-    are those of the measured metrics, and the study's schema reads the same names."""
-    from falw_ray import columns
+    are those of the measured metrics named there."""
     from falw_ray.metrics import gaps
-    from falw_ray.study import schema
-
     model = {"fa": 90.0, "ra": 99.0, "ta": 80.0, "mia": 30.0, "fa_per_class": [90.0, 80.0, 100.0]}
     retrain = {"fa": 80.0, "ra": 98.0, "ta": 81.0, "mia": 10.0, "fa_per_class": [70.0, 85.0, 100.0]}
     computed = gaps(model, retrain)
-    assert [k for k in computed if k.endswith("_gap") and k.removesuffix("_gap") in model] == list(schema.GAPS)
+    assert [k for k in computed if k.endswith("_gap") and k.removesuffix("_gap") in model] == list(columns.GAPS)
     assert computed["avg_gap"] == (10.0 + 1.0 + 1.0 + 20.0) / 4
-    assert schema.MEASURED is columns.MEASURED == ("fa", "ra", "ta", "mia")
-    assert schema.GAPS == ("fa_gap", "ra_gap", "ta_gap", "mia_gap")
-    assert schema.TABLE_METRICS == ("fa", "ra", "ta", "mia", "avg_gap")
+    assert columns.MEASURED == ("fa", "ra", "ta", "mia")
+    assert columns.GAPS == ("fa_gap", "ra_gap", "ta_gap", "mia_gap")
+    assert columns.TABLE_METRICS == ("fa", "ra", "ta", "mia", "avg_gap")

@@ -8,8 +8,8 @@ import pytest
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
-from falw_ray.study.cells import build_cells
-from falw_ray.study.search import CellScheduler, rung_epochs
+from falw_ray.study.search.cells import build_cells
+from falw_ray.study.search.scheduler import CellScheduler, rung_epochs
 from falw_ray.study.spec import load_study
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,7 +43,7 @@ def test_trials_reporting_only_at_rungs_are_stopped_within_their_cell():
 def test_searcher_reevaluates_the_top_k_on_selection_seeds_and_sends_the_lowest_mean_to_the_final_seeds():
     """Driven by hand: 4 search trials of one cell, the best 2 distinct configurations re-run on 2
     selection seeds, then the one with the lower mean (not the search's best) on the 3 final seeds."""
-    from falw_ray.study.search import CellSearcher
+    from falw_ray.study.search.searcher import CellSearcher
 
     cell = next(c for c in build_cells(load_study(ROOT / "studies" / "digits.yaml")) if c.id.endswith("/ga"))
     searcher = CellSearcher([cell], trials_per_cell=4, seed=0, final_seeds=[7, 8, 9], select_seeds=[5, 6], top_k=2)
@@ -74,8 +74,8 @@ def test_searcher_reevaluates_the_top_k_on_selection_seeds_and_sends_the_lowest_
 
 def record(trial_id: str, config: dict, gap: float | None, epoch: int, status: str = "finished") -> dict:
     """A journal entry as TrialLogger writes it."""
-    from falw_ray.study.cells import trial_stage
-    from falw_ray.study.journal import entry
+    from falw_ray.study.record.trials import trial_stage
+    from falw_ray.study.record.recorder import entry
 
     result = None if gap is None else {"avg_gap": gap, "epoch": epoch}
     return entry(trial_id, trial_stage(config), config, config["seq"], status, result, [result] if result else [])
@@ -85,7 +85,7 @@ def test_a_searcher_rebuilt_from_the_journal_creates_only_the_missing_trials_and
     """Replay: a study killed with 3 of 4 search trials and 1 of 4 selection runs completed resumes
     with 1 new search trial (its Optuna study told the 3 it has), then the 3 selection runs it lacks,
     and sends the same configuration to the final seeds as a study never interrupted."""
-    from falw_ray.study.search import CellSearcher
+    from falw_ray.study.search.searcher import CellSearcher
 
     cell = next(c for c in build_cells(load_study(ROOT / "studies" / "digits.yaml")) if c.id.endswith("/ga"))
     args = dict(trials_per_cell=4, seed=0, final_seeds=[7, 8], select_seeds=[5, 6], top_k=2)
@@ -198,7 +198,7 @@ def test_a_scheduler_rebuilt_from_the_journal_judges_new_trials_against_the_reco
     there, where a scheduler with empty rungs lets it go on. Other stages and other cells are untouched."""
     cells = build_cells(load_study(ROOT / "studies" / "digits.yaml"))
     ga = next(c for c in cells if c.id.endswith("/ga"))
-    from falw_ray.study.journal import entry
+    from falw_ray.study.record.recorder import entry
 
     history = [{"epoch": 2, "avg_gap": 1.0}, {"epoch": 4, "avg_gap": 0.8}, {"epoch": ga.epochs, "avg_gap": 0.7}]
     journal = {f"r{i}": entry(f"r{i}", "search", {"cell": ga.id, "seq": i}, i, "finished", history[-1], history)

@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from falw_ray.experiment import Experiment
 from falw_ray.scenario import BASELINE_CODE_VERSION
-from falw_ray.study.cells import build_cells
+from falw_ray.study.search.cells import build_cells
 from falw_ray.study.report import report
 from falw_ray.study.runner import Study
 from falw_ray.study.spec import load_study
@@ -46,7 +46,7 @@ def first_run(tmp_path_factory):
 def candidates(result, cell_id: str, space: list[str]) -> int:
     """How many configurations of a cell the selection stage re-runs: its distinct search trials in
     the ranking rule's pool (finished ones, else any that reported), at most top_k = 2; none if one."""
-    from falw_ray.study.results import ranked
+    from falw_ray.study.record.results import ranked
 
     trials = result.trials[result.trials["cell"] == cell_id]
     order = ranked(list(zip(trials["status"], trials["avg_gap"].astype(float))))
@@ -87,7 +87,7 @@ def test_selection_reruns_each_cells_top_configurations_and_final_takes_the_lowe
     """Each cell's best 2 distinct search configurations re-run on selection seed 10; the one with the
     lower mean Avg. Gap there (not necessarily the search's best) is re-run on the final seeds, each
     final run after every search and selection run of its cell."""
-    from falw_ray.study.results import choose
+    from falw_ray.study.record.results import choose
 
     study, result, _, _ = first_run
     sel = result.selection
@@ -279,7 +279,7 @@ def test_stored_baselines_load_in_the_driver_and_a_corrupt_one_is_rebuilt(first_
 
     from falw_ray.baselines import model_from, tensors_for
     from falw_ray.metrics import evaluate
-    from falw_ray.study.shared import SharedObjects, dataset_key
+    from falw_ray.study.cluster.shared import SharedObjects, dataset_key
 
     study, _, _, tmp = first_run
     store = tmp_path / "baselines"

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from falw_ray.study.cells import build_cells
+from falw_ray.study.search.cells import build_cells
 from falw_ray.study.spec import StudyError, load_study
 from falw_ray.unlearn import METHODS, PRESETS
 

@@ -30,7 +30,7 @@ from ray.job_submission import JobStatus
 
 from falw_ray.cli import main
 from falw_ray.study import runner
-from falw_ray.study.submit import (ENV_VARS, cluster_locations, follow_hint, job_client, study_entrypoint,
+from falw_ray.study.cluster.submit import (ENV_VARS, cluster_locations, follow_hint, job_client, study_entrypoint,
                                    submit_entrypoint, submit_study, wait_for_job)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -305,7 +305,7 @@ def test_submitted_study_may_ask_for_gpus_the_cluster_has_not_yet(cluster, tmp_p
 def _connect(cluster, env: dict, address: str | None = None) -> subprocess.CompletedProcess:
     """`connect_ray(address)` (what `falw-ray run --address` does) in a fresh process with this env."""
     code = ("import sys, ray\n"
-            "from falw_ray.study.connect import connect_ray\n"
+            "from falw_ray.study.cluster.connect import connect_ray\n"
             "try:\n"
             "    connect_ray(sys.argv[1], include_dashboard=False, log_to_driver=False, logging_level=40)\n"
             "except ConnectionError as e:\n"

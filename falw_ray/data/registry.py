@@ -56,14 +56,14 @@ def data_digest(name: str, data_dir: str | None = None, data_file: str | None = 
     """The content hash a scenario's store key carries for data that is not built in: the npz file's
     bytes, the image folder's files, or the arrays a loader of one's own returns. None for the
     built-in data sets (their code version covers them)."""
-    from . import files
+    from .files import arrays_digest, file_digest, folder_digest
 
     if name == "npz":
-        return files.file_digest(data_file)
+        return file_digest(data_file)
     if name == "image_folder":
-        return files.folder_digest(data_dir)
+        return folder_digest(data_dir)
     if is_ref(name):
-        return files.arrays_digest(load_dataset(name, data_dir, False, options, data_file, None))
+        return arrays_digest(load_dataset(name, data_dir, False, options, data_file, None))
     return None
 
 
@@ -96,9 +96,9 @@ def _load(name: str, data_dir: str | None, download: bool, options: tuple, data_
         given = {k: Path(v) for k, v in (("data_dir", data_dir), ("data_file", data_file)) if v is not None}
         return from_loader(plugins.load(name)(**given), name)
     if name in ("npz", "image_folder"):
-        from . import files
+        from .files import load_image_folder, load_npz
 
-        return files.load_npz(data_file) if name == "npz" else files.load_image_folder(data_dir)
+        return load_npz(data_file) if name == "npz" else load_image_folder(data_dir)
     opts = data_options(name, dict(options))
     module, func = info.loader.split(":")
     loader = getattr(importlib.import_module(module), func)

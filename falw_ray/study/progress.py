@@ -18,8 +18,8 @@ import time
 
 from ray.tune import Callback
 
-from .cells import stage_config, trial_stage
-from .schema import ERROR, FINISHED, OBJECTIVE, STATUSES, STOPPED, status
+from .record.trials import ERROR, FINISHED, STATUSES, STOPPED, stage_config, status, trial_stage
+from ..columns import OBJECTIVE
 
 QUIET_EVERY = 300.0
 """Seconds between the one-line statuses of the quiet mode."""

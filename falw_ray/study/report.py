@@ -5,11 +5,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..columns import RUN_PARAMS
+from ..columns import MEASURED, METRICS, OBJECTIVE, RUN_PARAMS
 from ..metrics import gaps
-from .results import final_table, format_table, paired_table, table_notes, to_markdown
-from .schema import FINISHED, MEASURED, METRICS, OBJECTIVE, RUNNING, status
-from .tracking import Tracker, TrackingError, per_class_from_metrics
+from .record.results import final_table, format_table, paired_table, table_notes, to_markdown
+from .record.trials import FINISHED, RUNNING, status
+from .tracking.tracker import Tracker, TrackingError, per_class_from_metrics
 
 LOGGED_AS = {"seconds": "elapsed"}
 """A table column a trial's run logs under another name."""
@@ -97,9 +97,9 @@ def report(study: str, tracking_uri: str | None = None, out_dir: str | Path | No
     one still running or interrupted), or from ``run_id``.
 
     Writes ``table.csv``, ``table.md`` and (``plots``) every plot of the study (see
-    :mod:`falw_ray.study.plots`) into ``out_dir``, by default :func:`default_report_dir`, all from
+    :mod:`falw_ray.study.record.plots`) into ``out_dir``, by default :func:`default_report_dir`, all from
     the MLflow store alone. The files written are listed in ``table.attrs["paths"]``."""
-    from . import plots as study_plots
+    from .record import plots as study_plots
 
     tracker = Tracker(tracking_uri, study)
     tracker.connect()

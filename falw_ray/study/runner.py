@@ -24,19 +24,21 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
-from .cells import STAGES, Cell, build_cells, scenario_label, stage_config
+from .search.cells import Cell, build_cells
+from .record.trials import ERROR, FINISHED, STAGES, scenario_label, stage_config
 from ..metrics import gaps as gaps_to
-from .results import (best_per_cell, cell_summary, choose, edge_warnings, selection_gap, final_table, format_paired, format_table,
+from .record.results import (best_per_cell, cell_summary, choose, edge_warnings, selection_gap, final_table, format_paired, format_table,
                       paired_table, table_notes, to_markdown)
 from .spec import StudyError, StudySpec, load_study, parse_study
 from .progress import ProgressLine
-from .connect import connect_ray
-from .journal import Journal, Recorder, changes, header
-from .nodes import check_shared_storage
-from ..columns import TRIAL_COLUMNS
+from .cluster.connect import connect_ray
+from .record.journal import Journal, changes, header, journal_path
+from .record.recorder import Recorder
+from .cluster.nodes import check_shared_storage
+from ..columns import MEASURED, OBJECTIVE, TRIAL_COLUMNS, TRIAL_METRICS
 from ..console import first_line, printer
-from .schema import ERROR, FINISHED, MEASURED, OBJECTIVE, TRIAL_METRICS
-from .tracking import TRACKING_ERRORS, Tracker, TrialLogger
+from .tracking.sink import TrialLogger
+from .tracking.tracker import TRACKING_ERRORS, Tracker
 
 QUIET_ENV = {
     "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
@@ -156,7 +158,7 @@ class Study:
         for k, v in QUIET_ENV.items():
             os.environ.setdefault(k, v)
         tracker.check()
-        from . import ship
+        from .cluster import ship
 
         env = ship.runtime_env(self.cells, {"env_vars": dict(QUIET_ENV)} if address else None)
         if ray.is_initialized() and (missing := ship.unshipped(env))[0]:
@@ -230,10 +232,10 @@ class Study:
                 signal.signal(signal.SIGTERM, previous)
 
     def _journal(self, root: Path) -> Journal:
-        return Journal(root / "ray" / f"{self.spec.name}.finished.jsonl")
+        return Journal(journal_path(root, self.spec.name))
 
     def _searcher(self, records: dict):
-        from .search import CellSearcher
+        from .search.searcher import CellSearcher
 
         spec = self.spec
         return CellSearcher(self.cells, spec.search.trials, spec.search.sampler_seed, spec.final_seeds(),
@@ -282,10 +284,10 @@ class Study:
         from ray import tune
         from ray.tune.error import TuneError
 
-        from .search import CellScheduler, rung_epochs
-        from .shared import SharedObjects
-        from .ship import plugin_methods
-        from .trainable import unlearning_trial
+        from .search.scheduler import CellScheduler, rung_epochs
+        from .cluster.shared import SharedObjects
+        from .cluster.ship import plugin_methods
+        from .search.trainable import unlearning_trial
 
         spec, cells = self.spec, {c.id: c for c in self.cells}
         shared = SharedObjects()
@@ -583,7 +585,7 @@ def _write(result: StudyResult, reference: pd.DataFrame | None = None, cells: di
         write_atomic(paths[name], frame.to_csv(index=False))
     write_atomic(paths["table_md"], to_markdown(format_table(result.table, markdown=True))
                  + table_notes(result.paired, result.warnings))
-    from .plots import write_all
+    from .record.plots import write_all
 
     paths["plots"] = d / "plots"
     write_all(result.final, reference, result.trials, cells, paths["plots"], original, chosen=result.best)

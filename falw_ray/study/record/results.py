@@ -7,7 +7,9 @@ import math
 import numpy as np
 import pandas as pd
 
-from .schema import CELL_METRICS, DIVERGED, ERROR, FINISHED, LABELS, METRICS, OBJECTIVE, RETRAIN_ROW
+from ...columns import CELL_METRICS, LABELS, METRICS, OBJECTIVE, RETRAIN_ROW
+
+from .trials import DIVERGED, ERROR, FINISHED
 
 
 def ranked(outcomes: list[tuple[str, float]]) -> list[int]:

@@ -10,7 +10,7 @@ import ray
 from ray.exceptions import GetTimeoutError, NodeDiedError, TaskUnschedulableError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from .spec import StudyError
+from ..spec import StudyError
 
 MARKER = ".falw-ray-storage-check-"
 ANSWER_TIMEOUT_S = 120.0

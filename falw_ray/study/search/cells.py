@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..scenario import Scenario
-from ..unlearn import Param, get_method
-from .spec import StudySpec
+from ...scenario import Scenario
+from ...unlearn import Param, get_method
+from ..record.trials import scenario_label
+from ..spec import StudySpec
 
 
 @dataclass(frozen=True)
@@ -30,26 +31,6 @@ class Cell:
 
     def at_seed(self, seed: int) -> Scenario:
         return self.scenario.model_copy(update={"seed": seed})
-
-
-STAGES = ("search", "select", "final")
-"""A study's stages: the search (on the scenario's own seed), the re-evaluation of each cell's top
-configurations on selection seeds (optional), and the final re-runs of the chosen one on new seeds."""
-
-
-def trial_stage(config: dict) -> str:
-    """A re-run's Tune config is ``{"select": {...}}`` or ``{"final": {...}}``; a search trial's is flat."""
-    return next((s for s in STAGES[1:] if s in config), "search")
-
-
-def stage_config(config: dict) -> dict:
-    """The trial's own settings (cell, seed, hyperparameters), whatever its stage."""
-    stage = trial_stage(config)
-    return config[stage] if stage != "search" else config
-
-
-def scenario_label(s: Scenario) -> str:
-    return f"{s.dataset_label}{s.options_label}-{s.model_label}-{s.forget.label}"
 
 
 def build_cells(spec: StudySpec) -> list[Cell]:

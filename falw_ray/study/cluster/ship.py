@@ -14,8 +14,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .. import plugins
-from ..unlearn import PLUGINS, load_plugin
+from ... import plugins
+from ...unlearn import PLUGINS, load_plugin
 
 
 def plugin_methods(cells) -> dict[str, str]:

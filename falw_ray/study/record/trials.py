@@ -1,17 +1,15 @@
-"""A trial's status and the rule that gives it, defined once; with the metric names and column sets
-the study layer reads here (defined in ``falw_ray.columns``, below the core and this layer alike).
-
-Tables, plots, MLflow and progress lines derive from these names; adding a metric is one entry in
-``columns.METRICS`` plus its computation (``falw_ray.metrics``).
-"""
+"""A completed trial's status and result, computed here alone: the journal's Recorder, the searcher,
+the tables, the report and the progress lines all take them from this module (the metric and column
+names themselves are in ``falw_ray.columns``, below the core and the study layer alike)."""
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-from ..columns import (  # noqa: F401 - the study layer's modules import these names from here
-    CELL_METRICS, EPOCH_METRICS, GAPS, GROUP_DEVS, GROUP_GAPS, LABELS, MEASURED, METRICS, MODE, OBJECTIVE,
-    RETRAIN_ROW, SUMMARY_GAPS, TABLE_METRICS, TIMES, TRIAL_METRICS, MetricDef,
-)
+from ...columns import OBJECTIVE
+
+if TYPE_CHECKING:
+    from ...scenario import Scenario
 
 FINISHED, STOPPED, DIVERGED, ERROR = "finished", "stopped early", "diverged", "error"
 STATUSES = (FINISHED, STOPPED, DIVERGED, ERROR)
@@ -36,3 +34,23 @@ def outcome(result: dict | None, epochs: int, error: bool = False) -> tuple[str,
     """(status, Avg. Gap) of a completed trial; NaN for a trial that failed."""
     s = status(result, epochs, error)
     return s, math.nan if s == ERROR else float(result[OBJECTIVE])
+
+
+STAGES = ("search", "select", "final")
+"""A study's stages: the search (on the scenario's own seed), the re-evaluation of each cell's top
+configurations on selection seeds (optional), and the final re-runs of the chosen one on new seeds."""
+
+
+def trial_stage(config: dict) -> str:
+    """A re-run's Tune config is ``{"select": {...}}`` or ``{"final": {...}}``; a search trial's is flat."""
+    return next((s for s in STAGES[1:] if s in config), "search")
+
+
+def stage_config(config: dict) -> dict:
+    """The trial's own settings (cell, seed, hyperparameters), whatever its stage."""
+    stage = trial_stage(config)
+    return config[stage] if stage != "search" else config
+
+
+def scenario_label(s: Scenario) -> str:
+    return f"{s.dataset_label}{s.options_label}-{s.model_label}-{s.forget.label}"

@@ -8,13 +8,13 @@ import ray
 import torch
 from ray import tune
 
-from ..experiment import run_method
-from ..plugins import PluginError
-from ..unlearn import DivergedError, FalwUnused
-from .cells import stage_config, trial_stage
-from .schema import OBJECTIVE
-from .ship import register, this_node
-from .shared import dataset_key
+from ...experiment import run_method
+from ...plugins import PluginError
+from ...unlearn import DivergedError, FalwUnused
+from ..record.trials import stage_config, trial_stage
+from ...columns import OBJECTIVE
+from ..cluster.ship import register, this_node
+from ..cluster.shared import dataset_key
 
 DIVERGED_GAP = 100.0
 """Avg. Gap reported by a diverged trial: the worst a gap in percentage points can be, so the

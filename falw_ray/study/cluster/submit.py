@@ -81,7 +81,7 @@ def cluster_locations(study_path, storage: str | None = None, tracking_uri: str 
     (absolute paths, or a server URI) overriding the study's. A relative location, the defaults
     included, would land wherever the job runs (``runs_in``: for a Ray job, its temporary copy of the
     working dir on the head): refused with one line (ValueError) naming the field and what to give."""
-    from .spec import load_study
+    from ..spec import load_study
 
     spec = load_study(study_path)
     field = "--storage" if storage else f"{study_path}: storage"

@@ -71,7 +71,7 @@ def check(study_path, opts: SlurmOptions, storage: str | None = None, tracking_u
     """Everything that can be refused before the queue, each in one line (ValueError or
     FileNotFoundError): no sbatch, a relative or node-local location, GPUs per trial but none per node.
     Returns the study's spec and its Locations."""
-    from .spec import load_study
+    from ..spec import load_study
     from .submit import _local_path, cluster_locations
 
     if shutil.which("sbatch") is None:
@@ -154,7 +154,7 @@ trap on_stop TERM INT
 CPUS="${SLURM_CPUS_PER_TASK:-${SLURM_CPUS_ON_NODE:-1}}"
 mapfile -t NODES < <(scontrol show hostnames "$SLURM_JOB_NODELIST")
 HEAD_IP=$(hostname --ip-address | awk '{print $1}')
-PORT=$("$PY" -m falw_ray.study.slurm ports 1)
+PORT=$("$PY" -m falw_ray.study.cluster.slurm ports 1)
 export RAY_AUTH_MODE=token
 RAY_AUTH_TOKEN=$("$PY" -c 'import secrets; print(secrets.token_hex(32))')
 export RAY_AUTH_TOKEN
@@ -172,28 +172,28 @@ stop_ray() {
 }
 trap stop_ray EXIT
 echo "falw-ray slurm: job $SLURM_JOB_ID ($MODE) on ${NODES[*]}; Ray head $HEAD_IP:$PORT"
-srun --overlap --nodes=1 --ntasks=1 -w "${NODES[0]}" "$PY" -m falw_ray.study.slurm node --head \
+srun --overlap --nodes=1 --ntasks=1 -w "${NODES[0]}" "$PY" -m falw_ray.study.cluster.slurm node --head \
   --node-ip-address="$HEAD_IP" --port="$PORT" \
   --num-cpus="$CPUS" --num-gpus="$GPUS" --temp-dir="$TMP" &
 RAY_STEPS+=($!)
-"$PY" -m falw_ray.study.slurm wait "$HEAD_IP:$PORT" 1 180 || { note ended 1; exit 1; }
+"$PY" -m falw_ray.study.cluster.slurm wait "$HEAD_IP:$PORT" 1 180 || { note ended 1; exit 1; }
 for node in "${NODES[@]:1}"; do
-  srun --overlap --nodes=1 --ntasks=1 -w "$node" "$PY" -m falw_ray.study.slurm node \
+  srun --overlap --nodes=1 --ntasks=1 -w "$node" "$PY" -m falw_ray.study.cluster.slurm node \
     --address="$HEAD_IP:$PORT" --num-cpus="$CPUS" --num-gpus="$GPUS" --temp-dir="$TMP" &
   RAY_STEPS+=($!)
 done
-"$PY" -m falw_ray.study.slurm wait "$HEAD_IP:$PORT" "${#NODES[@]}" 300 || { note ended 1; exit 1; }
+"$PY" -m falw_ray.study.cluster.slurm wait "$HEAD_IP:$PORT" "${#NODES[@]}" 300 || { note ended 1; exit 1; }
 if [ "$WARNED" = 1 ]; then
   echo "falw-ray slurm: the time limit came before the study started: give a longer --time" >&2
   note ended 1; exit 1
 fi
-BEFORE=$("$PY" -m falw_ray.study.slurm progress "${STUDY_ARGS[1]}" "$NAME")
+BEFORE=$("$PY" -m falw_ray.study.cluster.slurm progress "${STUDY_ARGS[1]}" "$NAME")
 note study
 "$PY" -m falw_ray.cli "$MODE" "$STUDY" --address "$HEAD_IP:$PORT" "${STUDY_ARGS[@]}" &
 STUDY_PID=$!
 while :; do wait "$STUDY_PID"; RC=$?; kill -0 "$STUDY_PID" 2>/dev/null || break; done
 if [ "$WARNED" = 1 ] && [ "$CANCELLED" = 0 ] && [ "$RC" != 0 ] \
-   && [ "$("$PY" -m falw_ray.study.slurm progress "${STUDY_ARGS[1]}" "$NAME")" = "$BEFORE" ]; then
+   && [ "$("$PY" -m falw_ray.study.cluster.slurm progress "${STUDY_ARGS[1]}" "$NAME")" = "$BEFORE" ]; then
   echo "falw-ray slurm: this job recorded no trial and stored no baseline before its time limit: no" \
     "follow-up job (it would do the same); give a longer --time" >&2
   RC=1
@@ -306,7 +306,9 @@ def wait_for_nodes(address: str, count: int, timeout_s: float) -> bool:
 def progress(storage: str, name: str) -> str:
     """What a job leaves behind that the next one builds on: trials in the study's journal and files in
     the baseline store. Unchanged across a job means the job's time was too short to get anywhere."""
-    journal = Path(storage) / "ray" / f"{name}.finished.jsonl"
+    from ..record.journal import journal_path
+
+    journal = journal_path(storage, name)
     lines = journal.read_bytes().count(b"\n") if journal.exists() else 0
     store = Path(storage) / "baselines"
     files = sum(1 for p in store.rglob("*") if p.is_file()) if store.exists() else 0
@@ -328,7 +330,7 @@ def main(argv: list[str]) -> int:
         return 1
     if cmd == "wait":
         return 0 if wait_for_nodes(rest[0], int(rest[1]), float(rest[2])) else 1
-    print(f"falw_ray.study.slurm: unknown command {cmd!r}; expected ports, node, wait or progress", file=sys.stderr)
+    print(f"falw_ray.study.cluster.slurm: unknown command {cmd!r}; expected ports, node, wait or progress", file=sys.stderr)
     return 2
 
 

@@ -15,14 +15,14 @@ import ray
 import torch
 from ray.exceptions import RayTaskError
 
-from ..baselines import Baselines, store_baselines, stored_baselines
-from ..data.arrays import DatasetArrays
-from ..data.registry import load_dataset
-from ..plugins import PluginError
-from ..scenario import Scenario
-from ..store import BaselineStore
+from ...baselines import Baselines, store_baselines, stored_baselines
+from ...data.arrays import DatasetArrays
+from ...data.registry import load_dataset
+from ...plugins import PluginError
+from ...scenario import Scenario
+from ...store import BaselineStore
 from .ship import this_node
-from .spec import StudyError
+from ..spec import StudyError
 
 
 def dataset_key(s: Scenario) -> str:

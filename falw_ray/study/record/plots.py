@@ -34,8 +34,8 @@ import numpy as np
 import pandas as pd
 
 from .results import best_of, ranked
-from ..columns import RUN_PARAMS, TRIAL_COLUMNS
-from .schema import DIVERGED, EPOCH_METRICS, FINISHED, LABELS, METRICS, OBJECTIVE, STOPPED, TRIAL_METRICS
+from ...columns import EPOCH_METRICS, LABELS, METRICS, OBJECTIVE, RUN_PARAMS, TRIAL_COLUMNS, TRIAL_METRICS
+from .trials import DIVERGED, FINISHED, STOPPED
 
 DPI = 100
 GAP = LABELS[OBJECTIVE]
@@ -142,7 +142,7 @@ def deviation_frame(final_df: pd.DataFrame, reference_per_class) -> pd.DataFrame
 
 
 def _groups(num_classes: int) -> dict[str, np.ndarray]:
-    from ..metrics import class_groups
+    from ...metrics import class_groups
 
     return class_groups(num_classes)
 
@@ -170,7 +170,7 @@ def _draw(path: Path, draw) -> Path | None:
 def method_order() -> list[str]:
     """Every method in the registry's order: the order of the series and, by position, their
     colour, the same in every study and whatever order the runs come in."""
-    from ..unlearn import METHODS, PRESETS
+    from ...unlearn import METHODS, PRESETS
 
     return [m for m in METHODS if m != "retrain"] + [m for m in PRESETS if m not in METHODS]
 
@@ -260,7 +260,7 @@ def infer_space(trials: pd.DataFrame, method: str | None = None) -> dict:
     """The searched hyperparameters of one cell's trials: numeric columns that vary between trials
     (and lr, always searched). Ranges and log scales come from the method's declared space when it
     has the parameter, widened to what the trials used; otherwise from the trials alone."""
-    from ..unlearn import TAU, get_method
+    from ...unlearn import TAU, get_method
 
     declared = {}
     method = method or (trials["method"].iloc[0] if "method" in trials and len(trials) else None)
