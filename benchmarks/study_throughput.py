@@ -59,7 +59,7 @@ def load_study(path: Path, trials: int | None, seeds: list[int] | None):
 def init_ray(trace: Path | None, num_cpus: int | None = None, **extra) -> None:
     import ray
 
-    from falw_ray.study.runner import QUIET_ENV
+    from falw_ray.study.cluster.launch import QUIET_ENV
 
     for k, v in QUIET_ENV.items():
         os.environ.setdefault(k, v)

@@ -185,7 +185,7 @@ def test_a_node_that_does_not_see_the_storage_is_named_in_one_line(private_node)
 
 
 def test_a_study_on_such_a_cluster_is_refused_before_writing_anything(private_node, tmp_path):
-    """Needs runner.py to call check_shared_storage(root) right after _check_resources(...)."""
+    """The storage check runs when the study connects, before its journal or MLflow is written."""
     storage, node_id = private_node
     with pytest.raises(StudyError, match=f"storage: node .*{node_id[:12]}.* {storage} "):
         Study.from_yaml(ROOT / "tests" / "data" / "tiny_study.yaml").run(

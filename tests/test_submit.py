@@ -29,7 +29,7 @@ from mlflow.tracking import MlflowClient
 from ray.job_submission import JobStatus
 
 from falw_ray.cli import main
-from falw_ray.study import runner
+from falw_ray.study.cluster import launch
 from falw_ray.study.cluster.submit import (ENV_VARS, cluster_locations, follow_hint, job_client, study_entrypoint,
                                    submit_entrypoint, submit_study, wait_for_job)
 
@@ -273,7 +273,7 @@ def test_job_joins_the_cluster_and_leaves_runner_env_to_the_driver():
         "python", "-m", "falw_ray.cli", "run", "studies/x.yaml", "--address", "auto", "--storage", "/r",
         "--tracking-uri", "http://h:5000"]
     # ... and the job sets no env var the driver's ray.init(runtime_env=...) sets: Ray refuses to merge those.
-    assert not set(ENV_VARS) & set(runner.QUIET_ENV)
+    assert not set(ENV_VARS) & set(launch.QUIET_ENV)
 
 
 def test_submitted_study_may_ask_for_gpus_the_cluster_has_not_yet(cluster, tmp_path):
@@ -338,8 +338,6 @@ def test_run_address_failure_is_one_line(cluster, tmp_path, case):
     assert time.monotonic() - started < 30, "refused at once, not after Ray's own retries"
 
 
-@pytest.mark.skipif("connect_ray" not in Path(runner.__file__).read_text(),
-                    reason="runner.py does not connect through connect.connect_ray yet")
 def test_falw_ray_run_address_without_token_is_one_line(cluster, tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in _CLIENT_ENV}
     env["HOME"] = str(tmp_path)

@@ -31,7 +31,7 @@ from .connect import TOKEN_HELP, auth_headers
 # .git/.venv/venv/__pycache__ itself, unless RAY_OVERRIDE_RUNTIME_ENV_DEFAULT_EXCLUDES says otherwise.
 EXCLUDES = [".venv", "venv", ".git", "__pycache__", "*.pyc", "*.db", "*.sqlite", "mlruns", "mlartifacts",
             "falw_results", "ray_results", ".pytest_cache", "*.egg-info"]
-# Only what the study's own driver does not set: `falw-ray run --address auto` passes runner.QUIET_ENV
+# Only what the study's own driver does not set: `falw-ray run --address auto` passes launch.QUIET_ENV
 # in its ray.init(runtime_env=...), and Ray refuses (ValueError) to merge a driver's env var with the
 # job's own value for the same key.
 ENV_VARS = {"PYTHONUNBUFFERED": "1"}
