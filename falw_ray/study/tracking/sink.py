@@ -102,7 +102,7 @@ class TrialLogger(Callback):
     def _cell_run(self, cell) -> str:
         """The cell's run, made when its first trial starts (on the writer's thread, in order)."""
         if cell.id not in self.cell_runs:
-            self.cell_runs[cell.id] = self.tracker.cell_run(cell)
+            self.cell_runs[cell.id] = self.tracker.cell_run(cell, self.cells)
         return self.cell_runs[cell.id]
 
     def on_trial_start(self, iteration, trials, trial, **info):

@@ -39,8 +39,9 @@ def close_study_run(tracker: Tracker, study_run: str, status: str, stage: str) -
 
 def track_outcome(result, tracker: Tracker, cell_runs: dict, cells: dict) -> None:
     """The study's answers into MLflow: the chosen trials tagged ``best``, the files and plots as the
-    study run's artifacts, the paired differences and the original model on the study run, and each
-    cell's outcome on its run."""
+    study run's artifacts, the paired differences and the original model on the study run, each
+    cell's outcome on its run, and Retrain's and the original model's rows beside the cells (the
+    cells view ranks them all)."""
     for run_id in result.best["mlflow_run_id"].dropna():
         tracker.tag(run_id, {"best": "true"})
     for name, path in result.paths.items():
@@ -50,6 +51,7 @@ def track_outcome(result, tracker: Tracker, cell_runs: dict, cells: dict) -> Non
         else:
             tracker.client.log_artifact(result.study_run_id, str(path))
     tracker.log_outcome(result.paired, result.original, result.warnings)
+    tracker.log_references(result.table, cells)
     log_cells(tracker, cell_runs, cells, result.best, result.final, result.paired)
 
 

@@ -8,13 +8,21 @@ Per-class forget accuracy (the deviation plots' data) is logged as metrics ``fa_
 every baseline run and, at its last epoch, on every final-stage trial run, so that
 ``falw-ray report`` can redraw the plots from the MLflow store alone.
 
-The experiment also carries two shared views of MLflow's runs table (experiment tags
-``mlflow.sharedViewState.falw-final`` and ``...falw-search``, MLflow's own "share view" mechanism):
-``<server>/#/experiments/<id>/runs?workflowType=machine_learning&viewStateShareKey=falw-final``
-(:meth:`Tracker.view_url`) lists the final-stage trial runs ranked by ``avg_gap``, with Avg. Gap,
-FA, RA, TA, MIA, lr, tau, seed, method, FaLW, scenario and best as columns; ``falw-search`` does
-the same for the search stage. (``workflowType=machine_learning`` keeps MLflow 3's UI from opening
-its GenAI overview instead of the runs.)
+The experiment also carries three shared views of MLflow's runs table (experiment tags
+``mlflow.sharedViewState.falw-cells``, ``...falw-final`` and ``...falw-search``, MLflow's own "share
+view" mechanism), each opened by
+``<server>/#/experiments/<id>/runs?workflowType=machine_learning&viewStateShareKey=<key>``
+(:meth:`Tracker.view_url`). ``falw-cells`` ranks one row per cell by its mean Avg. Gap over the
+final seeds, with Retrain's row (gap 0) and the original model's ("do nothing") among them, so that
+every method is read against both; ``falw-final`` groups the final-stage trial runs by cell (the
+group row is the mean over seeds); ``falw-search`` lists the search stage's trial runs.
+
+MLflow 3.17's UI picks between its GenAI pages and its model-training pages from the
+``workflowType`` URL parameter, else from a per-browser setting (the "GenAI | Model training"
+switch at the top of its sidebar, GenAI by default): it does not read the experiment's
+``mlflow.experimentKind`` tag for this, so no experiment setting can make a fresh browser open the
+runs; the views' addresses carry ``workflowType=machine_learning``, and :meth:`Tracker.experiment_url`
+is the experiment's own page in model-training mode.
 """
 from __future__ import annotations
 
@@ -30,7 +38,7 @@ from mlflow.exceptions import MlflowException
 from requests.exceptions import RequestException
 from mlflow.tracking import MlflowClient
 
-from ...columns import EPOCH_METRICS, MEASURED, OBJECTIVE, RUN_PARAMS
+from ...columns import EPOCH_METRICS, MEASURED, OBJECTIVE, RUN_PARAMS, TABLE_METRICS
 from ...console import first_line
 from ..record.trials import ERROR, scenario_label, stage_config, trial_stage
 
@@ -42,6 +50,13 @@ SEARCH_SPACE = "search_space.json"
 SHARED_VIEW_TAG = "mlflow.sharedViewState."
 EXPERIMENT_KIND = "mlflow.experimentKind"
 VIEWS = {"falw-cells": "cell", "falw-final": "final", "falw-search": "search"}
+CELL_VIEW = ("view", "cells")
+"""Tag on the rows of the ``falw-cells`` view: every cell run and the reference runs (MLflow's run
+search has no OR, and no IN on tags)."""
+REFERENCES = {"retrain": "Retrain", "original": "original (do nothing)"}
+"""The reference rows of the cells view: the final table's ``method`` -> their run's name."""
+GROUP = "cell_name"
+"""Tag on trial runs: their cell's run name, by which the ``falw-final`` view groups them."""
 """Shared runs-table views this module keeps on every study's experiment, each scoped to the latest
 study run: key -> what it lists (one run per cell, or a stage's trial runs)."""
 STUDY_RUN = "study_run"
@@ -69,27 +84,30 @@ def per_class_from_metrics(metrics: dict) -> list[float] | None:
 
 
 def view_state(stage: str, study_run: str | None = None) -> dict:
-    """One shared view of the runs table, best Avg. Gap first, with the columns a comparison needs
-    first: ``cell`` lists one run per cell (its final result: mean and std over the final seeds, the
-    paired FaLW difference, the chosen hyperparameters); a stage lists its trial runs. Scoped to
-    ``study_run`` when given (the latest run of the study), so repeated runs do not mix."""
+    """One shared view of the runs table, best Avg. Gap first. MLflow places a view's metric columns
+    first (alphabetically), then its parameters, then its tags, after Run Name, Created and Duration,
+    100 pixels each: so ``cell`` shows only the metrics that rank the rows (mean and std of Avg. Gap
+    over the final seeds; ``falw_diff`` and the rest are on the runs, a click away), so that the
+    chosen ``lr`` and ``tau`` stay on the first screen of a 1600-pixel window even with MLflow's
+    assistant panel open; it lists every cell and the reference rows (Retrain, the original model). A stage lists its trial runs; ``final`` grouped by cell (the group row averages
+    the seeds). Scoped to ``study_run`` when given (the latest run of the study), so repeated runs do
+    not mix."""
     def col(kind: str, key: str) -> str:
         return f"{kind}.`{key}`"
 
     scope = f" and tags.{STUDY_RUN} = '{study_run}'" if study_run else ""
     if stage == "cell":
         return {
-            "searchFilter": f"tags.kind = 'cell'{scope}",
+            "searchFilter": f"tags.{CELL_VIEW[0]} = '{CELL_VIEW[1]}'{scope}",
             "orderByKey": col("metrics", OBJECTIVE),
             "orderByAsc": True,
             "selectedColumns": [
-                *(col("metrics", k) for k in (OBJECTIVE, f"{OBJECTIVE}_std", "falw_diff")),
-                *(col("metrics", k) for k in MEASURED),
+                *(col("metrics", k) for k in (OBJECTIVE, f"{OBJECTIVE}_std")),
                 *(col("params", k) for k in ("lr", "tau")),
                 *(col("tags", k) for k in ("method", "falw", "scenario")),
             ],
         }
-    return {
+    state = {
         "searchFilter": f"tags.kind = 'trial' and tags.stage = '{stage}'{scope}",
         "orderByKey": col("metrics", OBJECTIVE),
         "orderByAsc": True,
@@ -99,6 +117,17 @@ def view_state(stage: str, study_run: str | None = None) -> dict:
             *(col("tags", k) for k in ("method", "falw", "scenario", "best")),
         ],
     }
+    if stage == "final":
+        state["groupBy"] = {"aggregateFunction": "average", "groupByKeys": [{"mode": "tag", "groupByData": GROUP}]}
+    return state
+
+
+def cell_run_name(cell, cells: dict) -> str:
+    """A cell's run name: its method (``ga+falw``) first and alone when the study has one scenario,
+    so that MLflow's 190-pixel Run Name column shows it whole; ``<method> | <scenario>`` otherwise."""
+    if len({scenario_label(c.scenario) for c in cells.values()}) <= 1:
+        return cell.label
+    return f"{cell.label} | {scenario_label(cell.scenario)}"
 
 
 def default_tracking_uri() -> str:
@@ -217,7 +246,7 @@ class Tracker:
         """A completed trial's whole run from its journal record, closed as it ended."""
         cell = cells[stage_config(record["config"])["cell"]]
         if cell.id not in cell_runs:
-            cell_runs[cell.id] = self.cell_run(cell)
+            cell_runs[cell.id] = self.cell_run(cell, cells)
         name, params, tags = trial_run(record["config"], cells, record["trial_id"])
         run = self.start_run(name, parent=cell_runs[cell.id], params=params, tags=tags)
         now = int(time.time() * 1000)
@@ -283,10 +312,9 @@ class Tracker:
 
     def _ensure_views(self, exp) -> None:
         """Keep the experiment's shared runs-table views (see the module docstring) scoped to the
-        current study run, and mark it a model-training experiment (MLflow's UI otherwise opens a
-        GenAI overview)."""
+        current study run, and mark it a model-training experiment."""
         have = exp.tags if exp is not None else {}
-        if EXPERIMENT_KIND not in have:
+        if EXPERIMENT_KIND not in have:  # what MLflow's own experiment settings say (not which page opens)
             self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND, "custom_model_development")
         for key, stage in VIEWS.items():
             value = json.dumps(view_state(stage, self.study_run))
@@ -298,6 +326,10 @@ class Tracker:
         key = next(k for k, v in VIEWS.items() if v == stage)
         return (f"{server.rstrip('/')}/#/experiments/{self.experiment_id}/runs"
                 f"?workflowType=machine_learning&viewStateShareKey={key}")
+
+    def experiment_url(self, server: str) -> str:
+        """The experiment's own page, in MLflow's model-training mode (its runs, not the GenAI overview)."""
+        return f"{server.rstrip('/')}/#/experiments/{self.experiment_id}?workflowType=machine_learning"
 
     def start_run(self, name: str, params: dict | None = None, tags: dict | None = None, parent: str | None = None) -> str:
         all_tags = dict(tags or {})
@@ -328,23 +360,53 @@ class Tracker:
         self._set_views()
         return self.study_run
 
-    def cell_run(self, cell) -> str:
+    def cell_run(self, cell, cells: dict) -> str:
         """A run for one cell under the study run; its trials nest under it."""
-        return self.start_run(f"{cell.label} | {scenario_label(cell.scenario)}", parent=self.study_run,
+        return self.start_run(cell_run_name(cell, cells), parent=self.study_run,
                               params={k: v for k, v in cell.fixed.items()},
                               tags={"kind": "cell", "cell": cell.id, "method": cell.method,
                                     "falw": "on" if cell.falw else "off", "scenario": cell.scenario.name,
-                                    "label": scenario_label(cell.scenario)})
+                                    "label": scenario_label(cell.scenario), CELL_VIEW[0]: CELL_VIEW[1]})
 
     def cell_runs(self) -> dict[str, str]:
         """cell id -> its run in the current study run (a resumed study keeps them)."""
         return {r.data.tags["cell"]: r.info.run_id for r in self.children(self.study_run, "cell")}
 
     def log_cell(self, run_id: str, hp: dict, metrics: dict) -> None:
-        """A cell's outcome on its run: the chosen hyperparameters and the final seeds' summary."""
-        if hp:
-            self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in hp.items()])
+        """A cell's outcome on its run: the chosen hyperparameters and the final seeds' summary (and
+        the cells view's tag, which runs made before it existed lack)."""
+        self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in hp.items()],
+                              tags=[RunTag(*CELL_VIEW)])
         self.log_metrics(run_id, {k: v for k, v in metrics.items() if v == v})
+
+    def log_references(self, table, cells: dict) -> dict[tuple[str, str], str]:
+        """Retrain's and the original model's rows of the final table (``table``: mean and std over
+        the final seeds per scenario) as runs beside the cells, tagged for the cells view: the rows
+        every cell is judged against (Retrain's Avg. Gap is 0; the original's is what doing nothing
+        scores). A study that ends again (resumed, or rerun complete) updates the same runs.
+        Returns (scenario label, method) -> run id."""
+        scenarios = {scenario_label(c.scenario): c.scenario for c in cells.values()}
+        several = len(scenarios) > 1
+        have = {(r.data.tags.get("label"), r.data.tags.get("method")): r.info.run_id
+                for r in self.children(self.study_run, "reference")}
+        out = {}
+        for row in table[table["method"].isin(list(REFERENCES))].itertuples(index=False):
+            row = row._asdict()
+            key = (row["scenario"], row["method"])
+            name = REFERENCES[row["method"]] + (f" | {row['scenario']}" if several else "")
+            scenario = scenarios.get(row["scenario"])
+            run = have.get(key) or self.start_run(
+                name, parent=self.study_run,
+                tags={"kind": "reference", "method": row["method"], "falw": "-", "label": row["scenario"],
+                      "scenario": scenario.name if scenario is not None else row["scenario"],
+                      CELL_VIEW[0]: CELL_VIEW[1]})
+            metrics = {"seeds": row.get("seeds")}
+            for k in TABLE_METRICS:
+                metrics[k], metrics[f"{k}_std"] = row.get(f"{k}_mean"), row.get(f"{k}_std")
+            self.log_metrics(run, {k: float(v) for k, v in metrics.items() if v is not None and v == v})
+            self.end(run)
+            out[key] = run
+        return out
 
     def log_baseline(self, scenario, label: str, role: str, metrics: dict, seconds: float, cache: str) -> str:
         run = self.start_run(
@@ -456,7 +518,7 @@ def trial_run(config: dict, cells: dict, trial_id: str) -> tuple[str, dict, dict
               **cell.hp(cfg)}
     tags = {"kind": "trial", "stage": stage, "cell": cell.id, "method": cell.method,
             "falw": "on" if cell.falw else "off", "scenario": scenario.name, "label": scenario_label(scenario),
-            "trial_id": trial_id}
+            "trial_id": trial_id, GROUP: cell_run_name(cell, cells)}
     return f"{cell.label} s{scenario.seed} {stage} {trial_id}", params, tags
 
 
