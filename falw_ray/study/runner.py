@@ -26,6 +26,7 @@ import pandas as pd
 from .. import __version__
 from .cells import STAGES, Cell, build_cells, scenario_label, stage_config
 from ..metrics import gaps as gaps_to
+from .results import show as show_results
 from .results import (best_per_cell, cell_summary, choose, edge_warnings, selection_gap, final_table, format_paired, format_table,
                       paired_table, table_notes, to_markdown)
 from .spec import StudyError, StudySpec, load_study, parse_study
@@ -83,15 +84,10 @@ class StudyResult:
                   for e in frame.loc[frame["status"] == ERROR, "error"].fillna("failed")]
         return {e: errors.count(e) for e in dict.fromkeys(errors)}
 
-    def show(self) -> str:
-        """The final table, the paired differences and the range warnings, as the console shows them."""
-        parts = [format_table(self.table).to_string(index=False)]
-        if len(self.paired):
-            parts.append("paired Avg. Gap differences over the final seeds (negative: the second is closer to "
-                         "Retrain):\n" + format_paired(self.paired).to_string(index=False))
-        if self.warnings:
-            parts.append("chosen values at the edge of their search range:\n" + "\n".join(f"  {w}" for w in self.warnings))
-        return "\n\n".join(parts)
+    def show(self, columns: int | None = None) -> str:
+        """The final table, the paired differences and the range warnings, as the console shows them
+        (see :func:`results.show`), within ``columns`` (the terminal's width when not given)."""
+        return show_results(self.table, self.paired, self.warnings, columns)
 
 
 class Study:
