@@ -93,18 +93,22 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def mlflow_hint(uri: str, experiment: str, columns: int | None = None) -> str:
-    """How to look at a study in MLflow: open the server, or serve a local store on 127.0.0.1. The
-    experiment goes below the command where both do not fit in ``columns`` (the terminal's width);
-    the command stays whole, to be copied."""
+    """How to look at a study in MLflow: open the server, or serve a local store on 127.0.0.1. On one
+    line where it fits in ``columns`` (the terminal's width); else the command on lines of its own,
+    broken before ``--host`` for the shell to join, every part of it whole for copying."""
     from .console import width
 
+    columns = columns or width()
     if uri.startswith(("http://", "https://")):
-        command, sep = f"MLflow:  open {uri.rstrip('/')}", " "
+        command, sep = [f"open {uri.rstrip('/')}"], " "
     else:
-        command, sep = f"MLflow:  mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000", "  "
-    where = f"(experiment {experiment})"
-    fits = len(command) + len(sep) + len(where) <= (columns or width())
-    return command + (sep if fits else "\n         ") + where
+        command, sep = [f"mlflow ui --backend-store-uri {uri}", "--host 127.0.0.1 --port 5000"], "  "
+    one = f"MLflow:  {' '.join(command)}{sep}(experiment {experiment})"
+    if len(one) <= columns:
+        return one
+    if len("  " + " ".join(command)) <= columns or len(command) == 1:
+        return f"MLflow:  experiment {experiment}, to see it:\n  " + " ".join(command)
+    return f"MLflow:  experiment {experiment}, to see it:\n  " + " \\\n    ".join(command)
 
 
 def cmd_submit(args: argparse.Namespace) -> int:

@@ -41,6 +41,8 @@ class CellNames:
         same = len({len(p) for p in split}) == 1
         keep = [i for i in range(len(split[0])) if len({p[i] for p in split}) > 1] if split and same else None
         self.short = {s: "-".join(p[i] for i in keep) if keep is not None else s for s, p in zip(scenarios, split)}
+        self.widest = max((len(str(c)) for c in cells), default=0)
+        self.widest_reduced = max((len(self.reduced(str(c))) for c in cells), default=0)
 
     def reduced(self, cell: str) -> str:
         """The cell without the scenario parts every cell shares: nothing cut, nothing lost."""
@@ -49,7 +51,9 @@ class CellNames:
         return f"{short}/{label}" if short else label
 
     def __call__(self, cell: str, room: int) -> str:
-        if len(cell) <= room:
+        """``cell`` in at most ``room`` columns, named the way every cell of the stage fits (whole, or
+        without the shared parts) so that its lines read alike; cut only where even that does not fit."""
+        if len(cell) <= room and self.widest <= room:
             return cell
         name = self.reduced(cell)
         if len(name) <= room:
@@ -215,7 +219,7 @@ class ProgressLine(Callback):
             best_txt = (f"  best {best:{num}}" if pad else f" best {best:{num}}") if best is not None else ""
             tail = f"{gap_txt}{what}{best_txt}{'  ' if pad else ' '}~{_duration(self.eta())} left"
             room = self.room - len(head) - len(epoch) - len(tail)
-            if len(self.names.reduced(cell)) <= room:
+            if self.names.widest_reduced <= room:
                 break
         self.say(f"{head}{self.names(cell, room)}{epoch}{tail}")
 

@@ -36,6 +36,8 @@ from .journal import Journal, Recorder, changes, header
 from .nodes import check_shared_storage
 from ..columns import TRIAL_COLUMNS
 from ..console import first_line, printer
+from ..console import say as console_say
+from . import raylog
 from .schema import ERROR, FINISHED, MEASURED, OBJECTIVE, TRIAL_METRICS
 from .tracking import TRACKING_ERRORS, Tracker, TrialLogger
 
@@ -134,6 +136,7 @@ class Study:
             _quiet_libraries()
         spec.preflight(self.source)
         say = printer(progress)
+        raylog.quiet_node_loss(console_say, MAX_FAILURES, on=not verbose)  # said even when quiet: not progress
         started = time.time()
         root = Path(storage or spec.storage).expanduser().resolve()
         results_dir = root / spec.name
