@@ -64,7 +64,7 @@ def _plugin_aware(name: str) -> str:
 
 
 def _fail(err: Exception) -> int:
-    print(f"falw-ray: {err}", file=sys.stderr)
+    print(f"falw-ray: {err}", file=sys.stderr)  # an error stays one line, however wide: grep finds it whole
     return 2
 
 
@@ -92,12 +92,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-def mlflow_hint(uri: str, experiment: str) -> str:
-    """How to look at a study in MLflow: open the server, or serve a local store on 127.0.0.1."""
+def mlflow_hint(uri: str, experiment: str, columns: int | None = None) -> str:
+    """How to look at a study in MLflow: open the server, or serve a local store on 127.0.0.1. On one
+    line where it fits in ``columns`` (the terminal's width); else the command on lines of its own,
+    broken before ``--host`` for the shell to join, every part of it whole for copying."""
+    from .console import width
+
+    columns = columns or width()
     if uri.startswith(("http://", "https://")):
-        return f"MLflow:  open {uri.rstrip('/')} (experiment {experiment})"
-    return (f"MLflow:  mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
-            f"  (experiment {experiment})")
+        command, sep = [f"open {uri.rstrip('/')}"], " "
+    else:
+        command, sep = [f"mlflow ui --backend-store-uri {uri}", "--host 127.0.0.1 --port 5000"], "  "
+    one = f"MLflow:  {' '.join(command)}{sep}(experiment {experiment})"
+    if len(one) <= columns:
+        return one
+    if len("  " + " ".join(command)) <= columns or len(command) == 1:
+        return f"MLflow:  experiment {experiment}, to see it:\n  " + " ".join(command)
+    return f"MLflow:  experiment {experiment}, to see it:\n  " + " \\\n    ".join(command)
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -171,7 +182,7 @@ def slurm_status(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from .study.report import report
-    from .study.record.results import format_table
+    from .study.record.results import console_table
     from .study.spec import StudyError, load_study
     from .study.tracking.tracker import TrackingError
 
@@ -183,7 +194,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         table = report(name, uri, args.out, args.run_id)
     except (StudyError, TrackingError) as e:
         return _fail(e)
-    print(format_table(table).to_string(index=False))
+    print(console_table(table))
     paths = table.attrs.get("paths") or []
     if paths:
         print(f"\ntable and plots: {paths[0].parent}")
@@ -193,6 +204,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     import yaml
 
+    from .console import width
     from .study.spec import StudyError, load_study
 
     status = 0
@@ -219,7 +231,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
                 study = Study(load_study(path), str(path))
                 print(f"{path}: valid study '{study.spec.name}' ({len(study.cells)} cells x {study.spec.search.trials} trials)")
                 if study.spec.description.strip():
-                    print(textwrap.fill(" ".join(study.spec.description.split()), width=100,
+                    print(textwrap.fill(" ".join(study.spec.description.split()), width=width(),
                                         initial_indent="  ", subsequent_indent="  "))
         except (StudyError, ValueError) as e:
             print(e, file=sys.stderr)
@@ -295,9 +307,29 @@ def _option_default(option, preset: str | None) -> str:
     return ", ".join(special) + f", else {option.default['*']}"
 
 
-def _table(header: tuple[str, ...], rows: list[tuple[str, ...]], indent: str = "  ") -> list[str]:
-    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
-    return [(indent + "  ".join(c.ljust(w) for c, w in zip(r, widths))).rstrip() for r in (header, *rows)]
+HELP_ROOM = 24
+"""Narrower than this, a listing's help text goes on lines of its own under its row."""
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]], indent: str = "  ",
+           columns: int | None = None) -> list[str]:
+    """Aligned rows within ``columns`` (the terminal's width): the last column (a help text) wraps
+    under itself, or, where the others leave it less than :data:`HELP_ROOM`, below its row."""
+    from .console import width, wrap
+
+    columns = columns or width()
+    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header) - 1)]
+    lead = len(indent) + sum(w + 2 for w in widths)
+    room = columns - lead
+    out = []
+    for r in (header, *rows):
+        first = indent + "  ".join(c.ljust(w) for c, w in zip(r, widths))
+        if room >= HELP_ROOM:
+            text = wrap(r[-1], room, indent="")
+            out += [(first + "  " + text[0]).rstrip()] + [" " * lead + t for t in text[1:]]
+        else:
+            out += [first.rstrip()] + ([] if r is header or not r[-1] else wrap(indent + "    " + r[-1], columns, indent=""))
+    return out
 
 
 def describe_method(name: str) -> list[str]:
@@ -333,10 +365,11 @@ def describe_method(name: str) -> list[str]:
 def cmd_methods(args: argparse.Namespace) -> int:
     """Built-in methods, presets and installed plugin methods (or the ones named, ``module:ATTR`` too).
     A plugin that cannot be loaded is listed as such, in one line, and the exit status is 1."""
+    from .console import width, wrap
     from .unlearn import METHODS, PRESETS, plugin_names
 
     names = args.names or [*METHODS, *PRESETS, *plugin_names()]
-    blocks, broken = [], 0
+    blocks, broken, columns = [], 0, width()
     for name in names:
         try:
             blocks.append("\n".join(describe_method(_plugin_aware(name))))
@@ -345,10 +378,11 @@ def cmd_methods(args: argparse.Namespace) -> int:
                 return _fail(e)
             blocks.append(f"{name}: cannot be loaded: {e}")
             broken += 1
-    print("\n\n".join(blocks))
-    print("\nIn a study, a method's space: fixes a hyperparameter (a number) or searches it ({low, high, log}), "
-          "epochs: N\nsets its epochs and options: its choices; docs/method.md says what each method computes, "
-          "docs/plugins.md how to add one.")
+    print("\n\n".join("\n".join(wrap(b, columns)) for b in blocks))
+    print("\n" + "\n".join(wrap(
+        "In a study, a method's space: fixes a hyperparameter (a number) or searches it ({low, high, log}), "
+        "epochs: N sets its epochs and options: its choices; docs/method.md says what each method computes, "
+        "docs/plugins.md how to add one.", columns, indent="")))
     return 1 if broken else 0
 
 

@@ -20,9 +20,10 @@ REPO = Path(__file__).resolve().parent.parent
 DAY = 86400
 
 
-def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+def cli(*args: str, cwd: Path | None = None, columns: int = 100) -> subprocess.CompletedProcess:
+    """The CLI in its own process, on a terminal ``columns`` wide (COLUMNS)."""
     return subprocess.run([sys.executable, "-m", "falw_ray.cli", *args], capture_output=True, text=True,
-                          timeout=120, cwd=cwd or REPO)
+                          timeout=120, cwd=cwd or REPO, env={**os.environ, "COLUMNS": str(columns)})
 
 
 def weights(value: float) -> Trained:
@@ -165,7 +166,7 @@ def test_human_sizes_and_ages():
 def test_methods_lists_every_method_and_preset_with_its_parameters_and_options():
     from falw_ray.unlearn import METHODS, PRESETS, TAU
 
-    proc = cli("methods")
+    proc = cli("methods", columns=300)  # wide enough for every row on one line
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
     blocks = proc.stdout.split("\n\n")
     assert [b.split(":")[0] for b in blocks[:-1]] == [*METHODS, *PRESETS]
@@ -199,6 +200,26 @@ def test_methods_lists_every_method_and_preset_with_its_parameters_and_options()
             assert ", ".join(o.choices) in line and o.help in line
     schedule = next(line for line in by_name["rl"].splitlines() if line.split()[0] == "schedule")
     assert "sequential on cifar10, else mixed" in schedule
+
+
+@pytest.mark.parametrize("columns", [100, 80])
+def test_methods_fit_the_terminal_and_keep_every_word(columns):
+    """Every line within the terminal's width; a help text too long for its column wraps under
+    itself (or, on a narrow terminal, goes below its row), each of its words still there in order."""
+    from falw_ray.unlearn import METHODS
+
+    proc = cli("methods", columns=columns)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    too_wide = [line for line in proc.stdout.splitlines() if len(line) > columns]
+    assert not too_wide, too_wide
+    words = proc.stdout.split()
+    text = " ".join(words)
+    for m in METHODS.values():
+        for p in m.params.values():
+            assert " ".join(p.help.split()) in text, p.help
+        for o in m.options.values():
+            assert " ".join(o.help.split()) in text, o.help
+    assert "docs/plugins.md how to add one." in text
 
 
 def test_validate_prints_the_description_under_the_summary(tmp_path):

@@ -85,7 +85,10 @@ def _alive(n: int, timeout: float = 60) -> None:
     pytest.fail(f"the cluster did not reach {n} alive node(s) within {timeout:.0f}s")
 
 
-def test_a_worker_node_lost_mid_study_does_not_hang_it(tmp_path, cluster):
+def test_a_worker_node_lost_mid_study_does_not_hang_it(tmp_path, cluster, capfd):
+    """Its raylet killed (as by the OOM killer or a crash), the node is lost mid-study: the study
+    ends, and the console says so in one line (which node, what becomes of its trials) where Ray
+    would print its raylet's 20-line state dump and Tune a traceback per trial."""
     worker = cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
     spec = load_study(SOAK)
@@ -109,7 +112,7 @@ def test_a_worker_node_lost_mid_study_does_not_hang_it(tmp_path, cluster):
         time.sleep(0.2)
     assert study.is_alive(), f"the study ended before a trial finished: {outcome}"
     # Both baselines (search seed and final seed) were built at once, one on each 1-CPU node.
-    cluster.remove_node(worker)
+    worker.all_processes["raylet"][0].process.kill()
     lost_at = time.time() - started
     study.join(STUDY_LIMIT_S - (time.time() - started))
     assert not study.is_alive(), f"the study hung after its worker node was removed at {lost_at:.0f}s"
@@ -124,6 +127,12 @@ def test_a_worker_node_lost_mid_study_does_not_hang_it(tmp_path, cluster):
     with sqlite3.connect(tmp_path / "m.db") as db:
         statuses = dict(db.execute("select status, count(*) from runs group by status").fetchall())
     assert set(statuses) == {"FINISHED"}, statuses
+    out, err = capfd.readouterr()
+    assert "[state-dump]" not in out + err and "Traceback" not in out + err, (out + err)[-3000:]
+    lost = [line for line in err.splitlines() if "lost node" in line]
+    assert lost == [f"falw-ray: lost node {worker.node_ip_address} ({worker.node_id[:12]}, raylet died): its trials "
+                    "run again elsewhere"], err[-3000:]
+    cluster.remove_node(worker, allow_graceful=False)
 
 
 def test_storage_check_on_nodes_that_share_it_passes_and_leaves_nothing(tmp_path, cluster):

@@ -27,7 +27,7 @@ def trial(i: int, cell: str, final: bool = False):
 def run_stage(mode: str):
     """Four trials over two cells: one finished, one stopped early, one diverged, one still running."""
     clock, said = Clock(), []
-    p = ProgressLine("search", 4, said.append, CELLS, mode=mode, every=30, clock=clock)
+    p = ProgressLine("search", 4, said.append, CELLS, mode=mode, every=30, clock=clock, width=100)
     trials = [trial(0, "s/ga+falw"), trial(1, "s/ft"), trial(2, "s/ga+falw"), trial(3, "s/ft")]
     for t in trials:
         p.on_trial_start(0, trials, t)
@@ -60,6 +60,73 @@ def test_live_lines_and_status_block():
     rows = {line.split()[0]: line.split()[1:] for line in block.splitlines()[2:]}
     assert rows == {"s/ga+falw": ["2/2", "0", "1.25"], "s/ft": ["1/2", "1", "4.00"]}, "a diverged trial is no cell best"
     assert len(said) == 4, lines
+
+
+QUICKSTART = [f"mnist1d-conv1d-lt0.1-g{g}/{label}" for g in (1, 2)
+              for label in ("ga", "ga+falw", "salun+falw", "neggrad_plus+falw", "ft")]
+
+
+def stage_of_long_cells(cells: list[str], columns: int, total: int = 72):
+    """Every cell's trial through a live stage on a terminal ``columns`` wide, with status blocks."""
+    clock, said = Clock(), []
+    p = ProgressLine("search", total, said.append, {c: SimpleNamespace(epochs=8) for c in cells}, mode="live",
+                     every=1, clock=clock, width=columns)
+    trials = [trial(i, c) for i, c in enumerate(cells)]
+    for t in trials:
+        p.on_trial_start(0, trials, t)
+    for i, t in enumerate(trials):
+        clock.now += 61 if i else 4000
+        p.on_trial_result(0, trials, t, {"epoch": 8, "avg_gap": 12.345 + i})
+        p.on_trial_complete(0, trials, t)
+        t.status = "TERMINATED"
+        p.on_step_end(0, trials)
+    return said
+
+
+@pytest.mark.parametrize("columns", [100, 80])
+def test_trial_lines_fit_the_terminal_and_keep_the_method_whole(columns):
+    """A quickstart-like study's cells (scenario/label, two scenarios) on a 100 and an 80 column
+    terminal: every line with its ``falw-ray: `` fits, each trial line still names its method and
+    FaLW whole, and the scenario keeps what tells the scenarios apart (g1, g2)."""
+    said = stage_of_long_cells(QUICKSTART, columns)
+    lines = [line for msg in said for line in msg.splitlines()]
+    trial_lines = [line for line in said if line.startswith("search ")]
+    assert len(trial_lines) == len(QUICKSTART)
+    assert all(len("falw-ray: " + line) <= columns for line in trial_lines), trial_lines
+    for line, cell in zip(trial_lines, QUICKSTART):
+        name = line.split()[2]
+        scenario, label = cell.split("/")
+        assert name == cell or name.endswith("/" + label), (name, cell)
+        assert scenario[-2:] in name.split("/")[0], "the part the scenarios differ in stays"
+    status_rows = [line for line in lines if line.startswith("  ") and not line.startswith("  cell")]
+    assert status_rows and all(len("falw-ray: " + line) <= columns for line in status_rows), status_rows
+
+
+def test_one_scenarios_cells_drop_it_before_anything_is_cut():
+    """With one scenario the scenario says nothing a line needs: on 80 columns its cells are their
+    labels, the numbers still padded."""
+    cells = [c for c in QUICKSTART if "-g1/" in c]
+    wide = stage_of_long_cells(cells, 120)
+    assert [line.split()[2] for line in wide if line.startswith("search ")] == cells
+    narrow = [line for line in stage_of_long_cells(cells, 80) if line.startswith("search ")]
+    assert [line.split()[2] for line in narrow] == [c.split("/")[1] for c in cells]
+    assert narrow[0].startswith("search 1/72 ga e8 gap  12.35  best  12.35  ~"), narrow[0]
+
+
+def test_cell_names_are_cut_between_the_scenarios_parts_never_in_the_label():
+    from falw_ray.study.progress import CellNames
+
+    names = CellNames(["cifar100-resnet18-lt0.3-g0/ga", "cifar100-resnet18-lt0.3-g2/ga", "cifar10-vgg16bn-rand0.1-g1/ga"])
+    cell = "cifar100-resnet18-lt0.3-g2/neggrad_plus+falw"
+    assert names(cell, 60) == cell
+    assert names.reduced(cell) == cell, "no part is shared by all three scenarios"
+    assert names(cell, 40) == "cifar100-resnet18-…-g2/neggrad_plus+falw"
+    assert names(cell, 31) == "cifar100-…-g2/neggrad_plus+falw"
+    assert names(cell, 30) == "…-lt0.3-g2/neggrad_plus+falw"
+    assert names(cell, 24) == "…-g2/neggrad_plus+falw"
+    two = CellNames(["cifar100-resnet18-lt0.3-g0/ga", "cifar100-resnet18-lt0.3-g2/ga"])
+    assert two(cell, 30) == "g2/neggrad_plus+falw", "the shared parts go first, nothing else is cut"
+    assert CellNames([cell])(cell, 30) == "neggrad_plus+falw"
 
 
 def test_the_counts_behind_the_lines():

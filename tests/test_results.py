@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
 
-from falw_ray.study.record.results import (choose, edge_warnings, final_table, format_paired, format_table, paired_difference,
-                                    paired_table, ranked)
+from falw_ray.study.record.results import (choose, console_table, edge_warnings, final_table, format_paired, format_table,
+                                    paired_difference, paired_table, ranked, show)
 from falw_ray.unlearn import Param
 
 
@@ -100,3 +101,70 @@ def test_final_table_keeps_each_scenarios_rows_together_reference_rows_first():
     table = final_table(final, ref, orig)
     assert list(zip(table["scenario"], table["method"])) == [
         ("g1", "retrain"), ("g1", "original"), ("g1", "ga"), ("g2", "retrain"), ("g2", "original"), ("g2", "ga")]
+
+
+QUICKSTART = Path(__file__).resolve().parent / "data" / "quickstart"
+"""table.csv, paired.csv and table.md of the quickstart run README shows (studies/quickstart.yaml)."""
+
+
+def quickstart_results():
+    table = pd.read_csv(QUICKSTART / "table.csv", keep_default_na=False)
+    paired = pd.read_csv(QUICKSTART / "paired.csv")
+    warnings = [line[2:] for line in (QUICKSTART / "table.md").read_text().splitlines() if line.startswith("- ")]
+    return table, paired, warnings
+
+
+@pytest.mark.parametrize("columns", [100, 80])
+def test_the_console_tables_fit_the_terminal_and_keep_every_value(columns):
+    """The quickstart's table, paired differences and warnings within 100 and 80 columns: the
+    scenario once as a heading, then every row's method, FaLW and each of its values somewhere."""
+    table, paired, warnings = quickstart_results()
+    text = show(table, paired, warnings, columns)
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= columns, [line for line in lines if len(line) > columns]
+    assert lines[0] == "mnist1d-conv1d-lt0.1-g1"
+    assert sum(line.count("mnist1d-conv1d-lt0.1-g1 ") for line in lines) == 0, "no row repeats the scenario"
+    shown = format_table(table)
+    for i, row in shown.iterrows():
+        found = [line for line in lines if line.split()[:2] == [row["method"], row["falw"]]]
+        assert len(found) == (2 if columns <= 100 else 1), (row["method"], found)
+        values = " ".join(found)
+        for label in ("FA", "RA", "TA", "MIA", "Avg. Gap", "Time (s)", "RTE"):
+            assert row[label] in values, (label, row[label], found)
+        assert (values.split()[-1] == "*") == bool(row["best"]) or (" *  " in values) == bool(row["best"])
+    for d in format_paired(paired)["difference"]:
+        assert any(line.split(" - ")[0].strip() + " - " + d.split(" - ")[1] == d for line in lines if " - " in line), d
+    for w in warnings:
+        assert w in " ".join(text.split()), w
+
+
+def test_time_and_rte_go_to_a_second_block_on_100_columns_and_avg_gap_stays_beside_best():
+    table, _, _ = quickstart_results()
+    at_100 = console_table(table, 100).split("\n\n")
+    assert at_100[0].splitlines()[1].split() == ["method", "falw", "FA", "RA", "TA", "MIA", "Avg.", "Gap", "best"]
+    assert at_100[1].splitlines()[0].split() == ["method", "falw", "Time", "(s)", "RTE"]
+    at_80 = console_table(table, 80).split("\n\n")
+    assert at_80[1].splitlines()[0].split() == ["method", "falw", "Avg.", "Gap", "best", "Time", "(s)", "RTE"]
+    wide = console_table(table, 200).splitlines()
+    assert len(wide) == 1 + 1 + len(table), "one block where everything fits"
+
+
+def test_several_scenarios_each_get_a_heading_and_long_names_are_cut_between_words():
+    table, _, _ = quickstart_results()
+    other = table.assign(scenario="cifar100-resnet18-lt0.3-g2",
+                         method=table["method"].replace({"ga": "a_very_long_plugin_method_name_indeed"}))
+    text = console_table(pd.concat([table, other], ignore_index=True), 80)
+    lines = text.splitlines()
+    assert [line for line in lines if line and not line.startswith(" ")] == ["mnist1d-conv1d-lt0.1-g1",
+                                                                          "cifar100-resnet18-lt0.3-g2"]
+    assert any(line.split()[:1] == ["a_…_method_name_indeed"] for line in lines), lines
+    assert max(len(line) for line in lines) <= 80
+
+
+def test_readme_shows_the_quickstart_as_the_console_prints_it():
+    """README's quickstart sample is this formatter's output of the measured run's files on a
+    100 column terminal, numbers and all."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    sample = readme.split("and prints:\n\n```\n", 1)[1].split("\n```", 1)[0]
+    table, paired, warnings = quickstart_results()
+    assert sample == show(table, paired, warnings, 100)

@@ -18,25 +18,50 @@ import time
 
 from ray.tune import Callback
 
-from .record.trials import ERROR, FINISHED, STATUSES, STOPPED, stage_config, status, trial_stage
 from ..columns import OBJECTIVE
+from ..console import PREFIX, shorten, width as terminal_width
+from .record.trials import ERROR, FINISHED, STATUSES, STOPPED, stage_config, status, trial_stage
 
 QUIET_EVERY = 300.0
 """Seconds between the one-line statuses of the quiet mode."""
 MAX_CELL_LINES = 24
 """A status block lists every cell up to this many, else only the cells with running trials."""
-WIDTH = 92
-"""Columns of a trial line, ``falw-ray: `` included it stays within 100."""
 SAID = {**{s: s for s in STATUSES}, ERROR: "failed"}
 """A status as a person reads it: a trial that raised "failed" rather than the files' "error"."""
 
 
-def _shorten(text: str, room: int) -> str:
-    """``text`` cut in the middle to ``room`` characters (the cell's method stays readable)."""
-    if len(text) <= room or room < 8:
-        return text
-    keep = room - 1
-    return text[: keep - keep * 2 // 3] + "…" + text[len(text) - keep * 2 // 3:]
+class CellNames:
+    """Cell ids (``scenario/label``) as short as a line needs them: whole when they fit, else
+    without the scenario's parts every cell shares (one scenario: the label alone), else with the
+    rest of the scenario shortened at its dashes. The label (method, FaLW) stays whole."""
+
+    def __init__(self, cells):
+        scenarios = list(dict.fromkeys(str(c).rpartition("/")[0] for c in cells))
+        split = [s.split("-") for s in scenarios]
+        same = len({len(p) for p in split}) == 1
+        keep = [i for i in range(len(split[0])) if len({p[i] for p in split}) > 1] if split and same else None
+        self.short = {s: "-".join(p[i] for i in keep) if keep is not None else s for s, p in zip(scenarios, split)}
+        self.widest = max((len(str(c)) for c in cells), default=0)
+        self.widest_reduced = max((len(self.reduced(str(c))) for c in cells), default=0)
+
+    def reduced(self, cell: str) -> str:
+        """The cell without the scenario parts every cell shares: nothing cut, nothing lost."""
+        scenario, _, label = cell.rpartition("/")
+        short = self.short.get(scenario, scenario)
+        return f"{short}/{label}" if short else label
+
+    def __call__(self, cell: str, room: int) -> str:
+        """``cell`` in at most ``room`` columns, named the way every cell of the stage fits (whole, or
+        without the shared parts) so that its lines read alike; cut only where even that does not fit."""
+        if len(cell) <= room and self.widest <= room:
+            return cell
+        name = self.reduced(cell)
+        if len(name) <= room:
+            return name
+        short, _, label = name.rpartition("/")
+        if short and room - len(label) - 1 >= 4:
+            return f"{shorten(short, room - len(label) - 1)}/{label}"
+        return shorten(label, room, seps="_+")
 
 
 def progress_mode(stream=None) -> str:
@@ -70,10 +95,15 @@ class ProgressLine(Callback):
     OUTCOMES = tuple(SAID[s] for s in STATUSES)
 
     def __init__(self, stage: str, total: int, say, cells: dict, mode: str | None = None,
-                 every: float | None = None, clock=time.time, at_most: bool = False, exact=None):
+                 every: float | None = None, clock=time.time, at_most: bool = False, exact=None,
+                 width: int | None = None):
         """``at_most``: ``total`` is an upper bound (the selection stage re-runs only distinct
-        configurations) until ``exact()`` (the searcher's count, None while unknown) says how many."""
+        configurations) until ``exact()`` (the searcher's count, None while unknown) says how many.
+        ``width``: the terminal's columns (see :func:`falw_ray.console.width`); a line and its
+        ``falw-ray: `` fit in it."""
         self.stage, self.total, self.say, self.cells, self.at_most = stage, total, say, cells, at_most
+        self.room = (width or terminal_width()) - len(PREFIX)
+        self.names = CellNames(cells)
         self.exact = exact
         self.mode = mode or progress_mode()
         self.every = float(every if every is not None else os.environ.get("FALW_RAY_PROGRESS_EVERY", "30"))
@@ -175,16 +205,23 @@ class ProgressLine(Callback):
         self._end_if_done(trials)
 
     def _trial_line(self, trials, cell: str, how: str, result: dict, gap) -> None:
-        """One line per trial, at most ``WIDTH`` columns: stage count, cell, epochs, its Avg. Gap, the
-        cell's best by the rule that chooses its configuration, and the time left."""
+        """One line per trial, within the terminal's width: stage count, cell, epochs, its Avg. Gap,
+        the cell's best by the rule that chooses its configuration, and the time left. Where the
+        cell does not fit whole it loses the scenario parts every cell shares, then the numbers
+        their padding, then the scenario is cut (see :class:`CellNames`)."""
         best = self.cell_best(cell)
         what = "" if how == FINISHED else " " + SAID[how].split()[0]
-        gap_txt = f"gap {gap:6.2f}" if gap is not None else "no result"
-        best_txt = f"  best {best:6.2f}" if best is not None else ""
-        tail = f"{gap_txt}{what}{best_txt}  ~{_duration(self.eta())} left"
         head = f"{self.stage} {self.done}/{self._total()} "
-        room = WIDTH - len(head) - len(tail) - len(f" e{result.get('epoch', 0)} ") - 1
-        self.say(f"{head}{_shorten(cell, room)} e{result.get('epoch', 0)} {tail}")
+        epoch = f" e{result.get('epoch', 0)} "
+        for pad in (True, False):
+            num = "6.2f" if pad else ".2f"
+            gap_txt = f"gap {gap:{num}}" if gap is not None else "no result"
+            best_txt = (f"  best {best:{num}}" if pad else f" best {best:{num}}") if best is not None else ""
+            tail = f"{gap_txt}{what}{best_txt}{'  ' if pad else ' '}~{_duration(self.eta())} left"
+            room = self.room - len(head) - len(epoch) - len(tail)
+            if self.names.widest_reduced <= room:
+                break
+        self.say(f"{head}{self.names(cell, room)}{epoch}{tail}")
 
     def _total(self) -> str:
         return f"≤{self.total}" if self.at_most else str(self.total)
@@ -268,14 +305,16 @@ class ProgressLine(Callback):
         states = self.cell_states()
         per_cell = self._per_cell()
         shown = states if len(states) <= MAX_CELL_LINES else {k: v for k, v in states.items() if v["running"]}
-        width = max([len(k) for k in shown] + [4])
-        lines = [f"status: {self.headline(trials)}",
-                 f"  {'cell':<{width}}  {'trials':>7}  {'running':>7}  best Avg. Gap"]
+        rest = f"  {'trials':>7}  {'running':>7}  best Avg. Gap"
+        room = max(4, self.room - 2 - len(rest))
+        names = {cell: self.names(cell, room) for cell in shown}
+        width = max([len(n) for n in names.values()] + [4])
+        lines = [f"status: {self.headline(trials)}", f"  {'cell':<{width}}{rest}"]
         for cell in sorted(shown):
             s = shown[cell]
             done = f"{s['done']}/{per_cell}" if per_cell else str(s["done"])
             best = f"{s['best']:.2f}" if s["best"] is not None else "-"
-            lines.append(f"  {cell:<{width}}  {done:>7}  {s['running']:>7}  {best}")
+            lines.append(f"  {names[cell]:<{width}}  {done:>7}  {s['running']:>7}  {best}")
         if len(shown) < len(states):
             lines.append(f"  ... and {len(states) - len(shown)} cell(s) with no running trial")
         return "\n".join(lines)

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import __version__
-from ..console import first_line, printer
+from ..console import first_line, printer, say as say_always
+from .cluster import raylog
 from .cluster.launch import quiet_libraries, start_ray
 from .progress import ProgressLine
 from .record.journal import Journal, changes, header, journal_path
@@ -29,7 +30,7 @@ from .record.recorder import Recorder
 from .record.tables import StudyResult, open_stage, study_tables, write_tables
 from .record.trials import STAGES, scenario_label
 from .search.cells import Cell, build_cells
-from .search.tuner import run_trials, searcher, trial_budget
+from .search.tuner import MAX_FAILURES, run_trials, searcher, trial_budget
 from .spec import StudyError, StudySpec, load_study, parse_study
 from .tracking.sink import TrialLogger
 from .tracking.study import close_study_run, open_study_run, track_outcome
@@ -93,6 +94,7 @@ class Study:
         spec, say, started = self.spec, printer(progress), time.time()
         if not verbose:
             quiet_libraries()
+        raylog.quiet_node_loss(say_always, MAX_FAILURES, on=not verbose)  # said even when quiet: not progress
         spec.preflight(self.source)
         root = Path(storage or spec.storage).expanduser().resolve()
         self.commands = Commands.of(self.source, root if storage else None, tracking_uri, address)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ...columns import CELL_METRICS, LABELS, METRICS, OBJECTIVE, RETRAIN_ROW
-
+from ...console import fit_table, shorten, width as terminal_width, wrap
 from .trials import DIVERGED, ERROR, FINISHED
 
 
@@ -90,6 +90,74 @@ def format_table(table: pd.DataFrame, markdown: bool = False) -> pd.DataFrame:
     else:
         out["best"] = ["*" if b else "" for b in table["best"]]
     return out
+
+
+METHOD_ROOM = 24
+"""At most this many columns for a method's name in a console table (a plugin's long name is cut)."""
+
+
+def _by_scenario(frame: pd.DataFrame, lines_of, columns: int) -> list[str]:
+    """Per scenario (in the frame's order): its name as a heading, then the lines ``lines_of`` gives
+    for its rows."""
+    out = []
+    for scenario in dict.fromkeys(frame["scenario"]):
+        out += ["" if out else None, shorten(str(scenario), columns)]
+        out += lines_of(frame["scenario"] == scenario)
+    return [line for line in out if line is not None]
+
+
+def console_table(table: pd.DataFrame, columns: int | None = None) -> str:
+    """The final table as the console shows it, no line wider than ``columns`` (the terminal's):
+    the scenario as a heading above its rows, then method, FaLW and as many metrics as fit; the
+    metrics that do not (Time and RTE on 100 columns) follow in a second block under the same
+    heading. table.csv and table.md keep every column on one row."""
+    columns = columns or terminal_width()
+    shown = format_table(table)
+    shown["method"] = [shorten(m, METHOD_ROOM, seps="_") for m in shown["method"]]
+    header = ["method", "falw"]
+    for c in METRICS:  # "best" sits beside the Avg. Gap it marks, in whichever block that is
+        header += [LABELS[c], "best"] if c == OBJECTIVE else [LABELS[c]]
+    all_rows = [list(row) for row in shown[header].itertuples(index=False)]
+
+    def lines_of(mask) -> list[str]:
+        rows = [r for r, keep in zip(all_rows, mask) if keep]
+        blocks = fit_table(header, rows, 2, columns, glued=frozenset({header.index("best")}), widths_from=all_rows)
+        return [line for k, block in enumerate(blocks) for line in ([""] if k else []) + block]
+
+    return "\n".join(_by_scenario(shown, lines_of, columns))
+
+
+def console_paired(paired: pd.DataFrame, columns: int | None = None) -> str:
+    """Paired differences as the console shows them: per scenario heading, its pairs' rows (the
+    pair, mean difference, interval, wins, p), the pair's names cut to fit ``columns``."""
+    columns = columns or terminal_width()
+    shown = format_paired(paired)
+    header = list(shown.columns[1:])
+    rest = sum(max(len(header[i]), *(len(str(v)) for v in shown[header[i]])) + 2 for i in range(1, len(header)))
+    room = max(12, columns - 2 - rest)
+    shown["difference"] = [shorten(d, room, seps=" ") for d in shown["difference"]]
+    all_rows = [[str(v) for v in row] for row in shown[header].itertuples(index=False)]
+
+    def lines_of(mask) -> list[str]:
+        rows = [r for r, keep in zip(all_rows, mask) if keep]
+        blocks = fit_table(header, rows, 1, columns, widths_from=all_rows)
+        return [line for k, block in enumerate(blocks) for line in ([""] if k else []) + block]
+
+    return "\n".join(_by_scenario(shown, lines_of, columns))
+
+
+def show(table: pd.DataFrame, paired: pd.DataFrame, warnings: list[str], columns: int | None = None) -> str:
+    """The final table, the paired differences and the range warnings, as the console shows them:
+    no line wider than ``columns`` (the terminal's), every value of the files there."""
+    columns = columns or terminal_width()
+    parts = [console_table(table, columns)]
+    if len(paired):
+        parts.append("\n".join(wrap("paired Avg. Gap differences over the final seeds (negative: the second is "
+                                    "closer to Retrain):", columns)) + "\n" + console_paired(paired, columns))
+    if warnings:
+        parts.append("\n".join(["chosen values at the edge of their search range:",
+                                *wrap("\n".join(f"  {w}" for w in warnings), columns)]))
+    return "\n\n".join(parts)
 
 
 def paired_difference(a: pd.DataFrame, b: pd.DataFrame, metric: str = OBJECTIVE) -> dict:

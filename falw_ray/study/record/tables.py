@@ -12,8 +12,8 @@ import pandas as pd
 
 from ...columns import MEASURED, OBJECTIVE, TRIAL_COLUMNS, TRIAL_METRICS
 from ...metrics import gaps as gaps_to
-from .results import (best_per_cell, choose, edge_warnings, final_table, format_paired, format_table, paired_table,
-                      selection_gap, table_notes, to_markdown)
+from .results import (best_per_cell, choose, edge_warnings, final_table, format_table, paired_table, selection_gap,
+                      show, table_notes, to_markdown)
 from .trials import ERROR, FINISHED, scenario_label, stage_config
 
 
@@ -43,15 +43,10 @@ class StudyResult:
                   for e in frame.loc[frame["status"] == ERROR, "error"].fillna("failed")]
         return {e: errors.count(e) for e in dict.fromkeys(errors)}
 
-    def show(self) -> str:
-        """The final table, the paired differences and the range warnings, as the console shows them."""
-        parts = [format_table(self.table).to_string(index=False)]
-        if len(self.paired):
-            parts.append("paired Avg. Gap differences over the final seeds (negative: the second is closer to "
-                         "Retrain):\n" + format_paired(self.paired).to_string(index=False))
-        if self.warnings:
-            parts.append("chosen values at the edge of their search range:\n" + "\n".join(f"  {w}" for w in self.warnings))
-        return "\n\n".join(parts)
+    def show(self, columns: int | None = None) -> str:
+        """The final table, the paired differences and the range warnings, as the console shows them
+        (see :func:`results.show`), within ``columns`` (the terminal's width when not given)."""
+        return show(self.table, self.paired, self.warnings, columns)
 
 
 def trials_frame(records: dict[str, dict], cells: dict, runs: dict, stage: str) -> pd.DataFrame:
