@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from ..spec import StudyError, StudySpec
-from . import ship
+from . import raylog, ship
 from .connect import connect_ray
 from .nodes import check_shared_storage
 
@@ -51,6 +51,7 @@ def start_ray(spec: StudySpec, source: str, cells, address: str | None, root: Pa
         connect_ray(address, include_dashboard=False, log_to_driver=verbose,
                     logging_level=logging.INFO if verbose else logging.ERROR, runtime_env=env, **local)
         ship.connected(env)
+    raylog.connected()
     check_resources(spec, source, address, ray.cluster_resources())
     check_shared_storage(root)
     return spec.search.max_concurrent or slots(spec, address, ray.cluster_resources())

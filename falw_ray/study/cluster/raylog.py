@@ -28,6 +28,7 @@ class NodeLossLines(logging.Filter):
         self.on = True
         self.nodes_said: set[str] = set()
         self.raylet_died = False
+        self.dead_before: set[str] | None = None  # nodes already dead when the study started: not news
 
     def raylet(self, messages: list[str]) -> None:
         """Ray's ``(raylet)`` messages: a node marked dead is one line, said once; the raylet's own
@@ -48,11 +49,28 @@ class NodeLossLines(logging.Filter):
         error = record.exc_info[1] if record.exc_info else None
         if not self.on or error is None or not _worker_died(error):
             return True
+        self.said_dead_nodes()  # the GCS usually knows by now: the node's line comes before its trials'
         ip = ACTOR_NODE.search(str(error))
         where = f" on node {ip['ip']}" if ip else ""
         self.say(f"{record.getMessage().replace('Trial task failed for trial', 'trial')} lost its worker{where} "
                  f"({type(error).__name__}): it starts again")
         return False
+
+    def said_dead_nodes(self) -> None:
+        """One line per node the GCS lists as dead since the study started (Ray's public node table),
+        where Ray's own message naming it has not come yet."""
+        import ray
+
+        try:
+            nodes = ray.nodes() if ray.is_initialized() else []
+        except Exception:  # noqa: BLE001 - a report on the console must never end the study
+            return
+        dead = {n["NodeID"]: n.get("NodeManagerAddress", "?") for n in nodes if not n.get("Alive", True)}
+        for node_id, ip in dead.items():
+            if node_id not in (self.dead_before or set()) and node_id not in self.nodes_said:
+                self.nodes_said.add(node_id)
+                self.say(f"lost node {ip} ({node_id[:12]}, {'raylet died' if self.raylet_died else 'gone'}): "
+                         "its trials run again elsewhere")
 
 
 def _worker_died(error: BaseException) -> bool:
@@ -90,4 +108,14 @@ def quiet_node_loss(say, max_failures: int, on: bool = True) -> NodeLossLines:
 
             worker.print_to_stdstream = print_to_stdstream
     _installed.say, _installed.max_failures, _installed.on = say, max_failures, on
+    _installed.dead_before = None
     return _installed
+
+
+def connected() -> None:
+    """The study is connected to its Ray: nodes already dead now (an earlier loss on a long-lived
+    cluster) are not this study's news."""
+    import ray
+
+    if _installed is not None:
+        _installed.dead_before = {n["NodeID"] for n in ray.nodes() if not n.get("Alive", True)}
