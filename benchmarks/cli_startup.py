@@ -12,7 +12,8 @@ the end); each side runs as a user runs it, ``python -m falw_ray.cli ...`` in a 
 with ``PYTHONPATH`` naming its tree, so the first import of everything is counted. Each command runs
 in pairs, old and new, the order rotated every pair; a command the old code lacks (``--version``) runs
 on the new side only. Every run must exit 0. ``validate`` checks each side's own
-studies/quickstart.yaml; ``baselines list`` lists an empty store.
+studies/quickstart.yaml; ``baselines list`` lists an empty store. A last row times the floor under
+every command: the interpreter's start and ``import falw_ray``.
 """
 from __future__ import annotations
 
@@ -36,13 +37,17 @@ COMMANDS = {
 }
 
 
+FLOOR = ["-c", "import falw_ray"]
+"""The floor no command can go under: the interpreter's start and ``import falw_ray`` (timed on the new side)."""
+
+
 def run_cli(tree: Path, args: list[str], store: Path) -> float:
     """Seconds from starting the interpreter to its exit, for ``python -m falw_ray.cli ARGS`` from ``tree``."""
     argv = [a.format(tree=tree, store=store) for a in args]
     env = {**os.environ, "PYTHONPATH": str(tree)}
+    command = [sys.executable, *argv] if args is FLOOR else [sys.executable, "-m", "falw_ray.cli", *argv]
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "falw_ray.cli", *argv], capture_output=True, text=True, env=env,
-                          cwd=store.parent, timeout=300)
+    proc = subprocess.run(command, capture_output=True, text=True, env=env, cwd=store.parent, timeout=300)
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"{tree}: falw-ray {' '.join(argv)} exited {proc.returncode}: {proc.stderr.strip()[-500:]}")
@@ -77,14 +82,14 @@ def main() -> None:
     subprocess.run(["git", "worktree", "add", "--detach", "--quiet", str(old), base], cwd=common.ROOT, check=True)
     rows, figures = [], {"machine": info, "base": base, "head": head, "dirty": bool(dirty), "commands": {}}
     try:
-        for name, cli_args in COMMANDS.items():
+        for name, cli_args in {**COMMANDS, "(floor: python -c 'import falw_ray')": FLOOR}.items():
             print(f"{name}:", flush=True)
             sides = {"new": lambda i, a=cli_args: run_cli(new, a, store)}
-            if old_has(old, cli_args, store):
+            if cli_args is not FLOOR and old_has(old, cli_args, store):
                 sides = {"old": lambda i, a=cli_args: run_cli(old, a, store), **sides}
             results = common.paired(sides, args.repeats)
             new_s = common.seconds_of(results["new"])
-            row = {"command": f"falw-ray {name}", "new median s": common.median(new_s), "new min s": min(new_s)}
+            row = {"command": name if cli_args is FLOOR else f"falw-ray {name}", "new median s": common.median(new_s), "new min s": min(new_s)}
             if "old" in results:
                 old_s = common.seconds_of(results["old"])
                 summary = common.ratio_summary(old_s, new_s)
