@@ -12,15 +12,18 @@ import importlib
 
 
 class LazyModule:
-    """Stands for the module ``name``; the first attribute read imports it (``sys.modules`` then holds it)."""
+    """Stands for the module ``name``; the first attribute read imports it (``sys.modules`` then holds it).
 
-    __slots__ = ("_name",)
+    Each name read is then kept on the stand-in, so a training step's many ``torch.`` reads cost an
+    ordinary attribute read each, not a call."""
 
     def __init__(self, name: str):
-        self._name = name
+        self.__dict__["_name"] = name
 
     def __getattr__(self, attr: str):
-        return getattr(importlib.import_module(self._name), attr)
+        value = getattr(importlib.import_module(self._name), attr)
+        self.__dict__[attr] = value
+        return value
 
     def __repr__(self) -> str:
         return f"<lazy module {self._name!r}>"
