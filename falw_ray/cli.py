@@ -22,24 +22,23 @@ def _parse_sets(items: list[str]) -> dict[str, dict[str, float]]:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    import torch
-
-    from .experiment import Experiment
     from .scenario import ForgetSpec, Scenario
-    from .columns import LABELS
 
-    torch.set_num_threads(args.threads) if args.threads else None
     try:
         forget = ForgetSpec(kind=args.forget, ratio=args.ratio, gamma=args.gamma)
         scenario = Scenario(dataset=args.dataset, model=args.model, forget=forget, seed=args.seed,
                             data_dir=args.data_dir, data_file=args.data_file)
-    except ValueError as e:
-        raise SystemExit(f"falw-ray compare: {e}") from None
-    exp = Experiment(scenario, device=args.device, store=None if args.no_store else args.store)
-    try:
         methods = [_plugin_aware(name) for name in args.methods or _compare_methods()]
+        _check_sets(args.hp, methods)
     except ValueError as e:
         raise SystemExit(f"falw-ray compare: {e}") from None
+    import torch
+
+    from .columns import LABELS
+    from .experiment import Experiment
+
+    torch.set_num_threads(args.threads) if args.threads else None
+    exp = Experiment(scenario, device=args.device, store=None if args.no_store else args.store)
     table = exp.compare(methods, hp=args.hp, epochs=args.epochs)
     shown = table[["method", "falw", *LABELS]].rename(columns=LABELS)
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
@@ -61,6 +60,62 @@ def _plugin_aware(name: str) -> str:
     from .unlearn import METHODS, PRESETS, load_plugin
 
     return name if name in METHODS or name in PRESETS else load_plugin(name, base=Path.cwd()).method.name
+
+
+LIBRARIES = ("torch", "ray", "mlflow", "optuna")
+"""The libraries whose versions ``--version`` names beside falw_ray's."""
+
+
+def version_text() -> str:
+    """falw_ray's version and where it runs from, and the installed libraries' versions, read from
+    their package metadata: nothing is imported, so the answer is as quick as --help."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+    from pathlib import Path
+
+    from . import __version__
+
+    def installed(name: str) -> str:
+        try:
+            return f"{name} {version(name)}"
+        except PackageNotFoundError:
+            return f"{name} not installed"
+
+    return (f"falw-ray {__version__} ({Path(__file__).parent}, Python {platform.python_version()})\n"
+            + ", ".join(installed(name) for name in LIBRARIES))
+
+
+class _Version(argparse.Action):
+    """--version, computed only when asked for (argparse's own takes a string made up front)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_text())
+        parser.exit()
+
+
+def _check_sets(hp: dict[str, dict[str, float]], names: list[str]) -> None:
+    """Every ``--set METHOD.PARAM`` names a method of this comparison (``name+falw`` its FaLW run) and one
+    of its hyperparameters: a typo stops here in one line, not silently after the baselines trained."""
+    from .console import did_you_mean
+    from .unlearn import PRESETS, get_method
+
+    labels = {f"{n}+falw": n for n in names if n not in PRESETS and get_method(n).forget_term} | {n: n for n in names}
+    for key, params in hp.items():
+        if key not in labels:
+            raise ValueError(f"--set {key}.{next(iter(params))}: no method {key!r} in this comparison"
+                             f"{did_you_mean(key, labels)}; expected one of {sorted(labels)}")
+        method = get_method(labels[key])
+        allowed = set(method.all_params()) | ({"tau"} if key.endswith("+falw") or PRESETS.get(key, ("", False))[1]
+                                              else set())
+        for param in params:
+            if param == "tau" and f"{key}+falw" in labels:
+                raise ValueError(f"--set {key}.tau: tau is FaLW's; set it on the FaLW run, {key}+falw.tau")
+            if param not in allowed:
+                raise ValueError(f"--set {key}.{param}: method {key!r} has no hyperparameter {param!r}"
+                                 f"{did_you_mean(param, allowed)}; expected one of {sorted(allowed)}")
 
 
 def _fail(err: Exception) -> int:
@@ -205,7 +260,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     import yaml
 
     from .console import width
-    from .study.spec import StudyError, load_study
+    from .study.spec import StudyError
 
     status = 0
     for path in args.files:
@@ -226,17 +281,33 @@ def cmd_validate(args: argparse.Namespace) -> int:
                     print(f"{path}: warning: {field} still holds a {PLACEHOLDER} placeholder: put your own value "
                           "there before `ray up`", file=sys.stderr)
             else:
-                from .study.runner import Study
-
-                study = Study(load_study(path), str(path))
-                print(f"{path}: valid study '{study.spec.name}' ({len(study.cells)} cells x {study.spec.search.trials} trials)")
-                if study.spec.description.strip():
-                    print(textwrap.fill(" ".join(study.spec.description.split()), width=width(),
+                spec, cells = _check_study(path, data_here=not args.skip_data_check)
+                print(f"{path}: valid study '{spec.name}' ({len(cells)} cells x {spec.search.trials} trials)")
+                if spec.description.strip():
+                    print(textwrap.fill(" ".join(spec.description.split()), width=width(),
                                         initial_indent="  ", subsequent_indent="  "))
         except (StudyError, ValueError) as e:
             print(e, file=sys.stderr)
             status = 2
     return status
+
+
+def _check_study(path: str, data_here: bool = True):
+    """A study file's spec and cells, as ``run`` would build them, without Ray, MLflow or torch (the
+    runner imports them all); ``data_here``: its data_dir must exist on this machine, as ``run`` checks."""
+    from .study.search.cells import build_cells
+    from .study.spec import StudyError, load_study
+
+    spec = load_study(path)
+    if data_here:
+        try:
+            spec.preflight(str(path))
+        except StudyError as e:
+            raise StudyError(f"{e}; for a study whose data lives on a cluster, validate with --skip-data-check") from None
+    try:
+        return spec, build_cells(spec)
+    except ValueError as e:
+        raise StudyError(f"{path}: {e}") from None
 
 
 def _store_root(args: argparse.Namespace):
@@ -388,6 +459,8 @@ def cmd_methods(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="falw-ray", description="Tune and compare unlearning methods with FaLW.")
+    p.add_argument("--version", action=_Version, help="print falw_ray's version and those of torch, Ray, MLflow "
+                                                       "and Optuna, and exit")
     sub = p.add_subparsers(dest="command", required=True)
     from .data.registry import DATASETS
     from .models import MODELS
@@ -481,6 +554,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("validate", help="check study files or a cluster.yaml without running anything")
     v.add_argument("files", nargs="+")
+    v.add_argument("--skip-data-check", action="store_true",
+                   help="do not look for the scenarios' data_dir on this machine (a study whose data lives on a "
+                        "cluster); `run` checks it where the study runs")
     v.set_defaults(func=cmd_validate)
 
     me = sub.add_parser("methods", help="list every method, preset and installed plugin method: summary, where it "

@@ -2,9 +2,11 @@
 the terminal's width (``COLUMNS`` when set, else the terminal's own, else :data:`DEFAULT_WIDTH`)."""
 from __future__ import annotations
 
+import difflib
 import shutil
 import sys
 import textwrap
+from collections.abc import Iterable
 
 PREFIX = "falw-ray: "
 DEFAULT_WIDTH = 100
@@ -124,3 +126,11 @@ def fit_table(header: list[str], rows: list[list[str]], keys: int, columns: int,
     if current or not blocks:
         blocks.append(current)
     return [[line(row, key_cols + cols) for row in cells] for cols in blocks]
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` naming the choice closest to a mistyped ``name`` (case aside), or ""
+    when none is close: a message that lists every choice still points at the likely one."""
+    by_lower = {c.lower(): c for c in choices}
+    close = difflib.get_close_matches(name.lower(), list(by_lower), n=1, cutoff=0.6)
+    return f" (did you mean {by_lower[close[0]]!r}?)" if close else ""

@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-import torch
+from .lazy import torch
 from filelock import FileLock
 
 from . import scenario as _scenario

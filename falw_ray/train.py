@@ -10,10 +10,7 @@ import random
 from collections.abc import Callable
 
 import numpy as np
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
-
+from .lazy import F, nn, torch
 from .data.device import Augment, augment, index_batches
 
 

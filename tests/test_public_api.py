@@ -24,7 +24,17 @@ def test_importing_falw_ray_loads_no_heavy_library():
 
 
 def test_a_public_name_loads_what_it_needs_on_first_use():
-    assert "torch" in _loaded_after("import falw_ray; falw_ray.Method")
+    assert "torch" in _loaded_after("import falw_ray; falw_ray.Experiment")
+
+
+def test_declaring_a_method_loads_no_heavy_library():
+    """A method's declaration (name, hyperparameters, options) is read by `falw-ray methods` and
+    `validate`: torch comes in only when the method runs."""
+    declared = ("import falw_ray; from falw_ray.unlearn import METHODS; "
+                "falw_ray.Method('m', 's', {'lr': falw_ray.Param(0.1, 0.01, 1.0)}, 'forget', loss=len); "
+                "[m.space(True) for m in METHODS.values()]")
+    assert _loaded_after(declared) == []
+    assert "torch" in _loaded_after(declared + "; falw_ray.falw_weighted_mean.__globals__['torch'].zeros(1)")
 
 
 def test_the_public_names_are_the_internal_objects():

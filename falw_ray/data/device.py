@@ -9,9 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-
+from ..lazy import F, torch
 from .arrays import DatasetArrays
 
 
@@ -25,14 +23,15 @@ class Augment:
         return self.crop_pad > 0 or self.flip
 
 
-def to_device(data: DatasetArrays, x: np.ndarray, device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def to_device(data: DatasetArrays, x: np.ndarray, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
     """uint8 images (or float32 signals) -> normalised float tensor on ``device`` (converted there, so only
-    the raw bytes cross the bus). Mean and std are per channel, broadcast over (H, W) or L."""
+    the raw bytes cross the bus). Mean and std are per channel, broadcast over (H, W) or L; ``dtype``
+    defaults to float32."""
     t = torch.from_numpy(np.ascontiguousarray(x)).to(device)
     per_channel = (1, -1) + (1,) * (t.ndim - 2)
     mean = torch.tensor(data.mean, device=device).view(per_channel)
     std = torch.tensor(data.std, device=device).view(per_channel)
-    return ((t.float() / data.scale - mean) / std).to(dtype).contiguous()
+    return ((t.float() / data.scale - mean) / std).to(dtype or torch.float32).contiguous()
 
 
 def random_crop(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:

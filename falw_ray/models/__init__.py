@@ -5,21 +5,25 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import torch.nn as nn
-
 from .. import plugins
+from ..lazy import nn
 from ..plugins import is_ref
-from .cnn import small_cnn
-from .conv1d import conv1d
-from .resnet import resnet18
-from .vgg import vgg16_bn
 
-MODELS: dict[str, Callable[[int, tuple[int, ...]], nn.Module]] = {
-    "cnn": small_cnn,
-    "conv1d": conv1d,
-    "resnet18": resnet18,
-    "vgg16_bn": vgg16_bn,
+MODELS: dict[str, str] = {
+    "cnn": "falw_ray.models.cnn:small_cnn",
+    "conv1d": "falw_ray.models.conv1d:conv1d",
+    "resnet18": "falw_ray.models.resnet:resnet18",
+    "vgg16_bn": "falw_ray.models.vgg:vgg16_bn",
 }
+"""Built-in models: name -> ``module:FUNCTION`` of the builder, imported (with torch) when one is built,
+so that listing and validating names stays cheap."""
+
+
+def builder(name: str) -> Callable[[int, tuple[int, ...]], nn.Module]:
+    """The builder function of a registered model."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; expected one of {sorted(MODELS)}")
+    return plugins.load(MODELS[name])
 
 
 def build_model(name: str, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
@@ -30,9 +34,7 @@ def build_model(name: str, num_classes: int, input_shape: tuple[int, ...]) -> nn
         if not isinstance(model, nn.Module):
             raise plugins.PluginError(f"model {name} returned a {type(model).__name__}, not a torch.nn.Module")
         return model
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; expected one of {sorted(MODELS)}")
-    return MODELS[name](num_classes, tuple(input_shape))
+    return builder(name)(num_classes, tuple(input_shape))
 
 
 def get_head(model: nn.Module) -> nn.Linear:
@@ -49,4 +51,4 @@ def set_head(model: nn.Module, head: nn.Linear) -> None:
     setattr(model.get_submodule(parent) if parent else model, leaf, head)
 
 
-__all__ = ["MODELS", "build_model", "get_head", "set_head"]
+__all__ = ["MODELS", "build_model", "builder", "get_head", "set_head"]

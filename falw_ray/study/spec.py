@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from .. import plugins
+from ..console import did_you_mean
 from ..data.registry import data_digest, data_options, dataset_info, load_dataset
 from ..recipe import Recipe
 from ..scenario import DatasetName, ForgetSpec, ModelName, Scenario
@@ -203,7 +204,8 @@ class MethodEntry(_Strict):
         allowed = set(method.all_params()) | ({"tau"} if method.forget_term else set())
         for key, value in self.space.items():
             if key not in allowed:
-                raise ValueError(f"space: {self.name!r} has no hyperparameter {key!r}; expected one of {sorted(allowed)}")
+                raise ValueError(f"space: {self.name!r} has no hyperparameter {key!r}{did_you_mean(key, allowed)}; "
+                                 f"expected one of {sorted(allowed)}")
             if key == "epochs" and isinstance(value, Range):
                 raise ValueError("space: epochs is the unlearning budget, not searched; set epochs: N on the method")
         choices = getattr(method, "options", {})

@@ -11,7 +11,7 @@ from . import (
     boundary_expanding, boundary_shrink, ft, ga, l1_sparse, neggrad_plus, retrain, rl, salun, scrub,
 )
 from .. import plugins
-from ..console import first_line
+from ..console import did_you_mean, first_line
 from .base import TAU, Batch, DivergedError, FalwUnused, Method, Option, Param, UnlearnState, unlearn
 from .falw import FalwWeigher, class_confidence_stats, falw_weights
 
@@ -79,8 +79,8 @@ def load_plugin(name: str, base=None) -> Plugin:
     else:
         ep = _entry_point(name)
         if ep is None:
-            raise ValueError(f"unknown method {name!r}; expected one of {known_names()}, or module:ATTR naming a "
-                             "falw_ray.Method")
+            raise ValueError(f"unknown method {name!r}{did_you_mean(name, known_names())}; expected one of "
+                             f"{known_names()}, or module:ATTR naming a falw_ray.Method")
         dist = f"{ep.dist.name} {ep.dist.version}" if ep.dist is not None else "an installed package"
         try:
             obj = ep.load()

@@ -12,10 +12,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-import torch
-import torch.nn as nn
-
+from ..console import did_you_mean
 from ..data.device import index_batches
+from ..lazy import nn, torch
 from ..train import autocast, sgd
 from .falw import FalwWeigher, unit_weights
 
@@ -160,7 +159,8 @@ class Method:
         out = self.defaults(falw)
         for k, v in (hp or {}).items():
             if k not in out:
-                raise ValueError(f"method {self.name!r} has no hyperparameter {k!r}; expected one of {sorted(out)}")
+                raise ValueError(f"method {self.name!r} has no hyperparameter {k!r}{did_you_mean(k, out)}; expected one "
+                                 f"of {sorted(out)}")
             out[k] = v
         for k, p in self.params.items():
             if p.integer:

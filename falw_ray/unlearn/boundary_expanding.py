@@ -4,10 +4,9 @@ The reference code judges the widened model (C + 1 outputs): a forget sample pre
 class counts as forgotten. ``evaluate_head: pruned`` removes the shadow neuron first, as the
 Boundary Unlearning paper describes, and judges the C-way model.
 """
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
+from __future__ import annotations
 
+from ..lazy import F, nn, torch
 from ..models import get_head, set_head
 from .base import Method, Option, Param
 from .losses import LR, forget_weights, weighted_mean

@@ -6,9 +6,9 @@ The step is taken as the reference code takes it: in pixel space ([0, 1]), from 
 [0, 1] and rounded to 1/255, with the model normalising its input. Data without a pixel
 range (signals) is perturbed in its own units, without clamp or rounding.
 """
-import torch
-import torch.nn.functional as F
+from __future__ import annotations
 
+from ..lazy import F, torch
 from ..data.device import index_batches
 from .base import Method, Param
 from .losses import LR, forget_weights, weighted_mean

@@ -5,9 +5,7 @@ Each forget sample's loss is scaled by how its true-class confidence compares wi
 """
 from __future__ import annotations
 
-import torch
-import torch.nn as nn
-
+from ..lazy import nn, torch
 from ..train import autocast
 
 SIGMA_FLOOR = 1e-6
@@ -36,19 +34,19 @@ def falw_weights(
         return 1.0 + torch.sign(z) * torch.tanh(z.abs()).pow(1.0 / b)
 
 
-@torch.no_grad()
 def class_confidence_stats(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int, batch_size: int = 2048,
                            precision: str = "fp32"):
     """Per-class mean and population std of the true-class probability on unseen data, in eval mode."""
     was_training = model.training
     model.eval()
     conf = []
-    for start in range(0, len(x), batch_size):
-        with autocast(x.device, precision):
-            logits = model(x[start:start + batch_size])
-        conf.append(logits.float().softmax(1).gather(1, y[start:start + batch_size, None]).squeeze(1))
-    model.train(was_training)
-    return stats_of(torch.cat(conf), y, num_classes)
+    with torch.no_grad():
+        for start in range(0, len(x), batch_size):
+            with autocast(x.device, precision):
+                logits = model(x[start:start + batch_size])
+            conf.append(logits.float().softmax(1).gather(1, y[start:start + batch_size, None]).squeeze(1))
+        model.train(was_training)
+        return stats_of(torch.cat(conf), y, num_classes)
 
 
 def stats_of(p: torch.Tensor, y: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,6 +1,7 @@
 """FT: fine-tune on the retain set only, relying on catastrophic forgetting."""
-import torch.nn.functional as F
+from __future__ import annotations
 
+from ..lazy import F
 from .base import Method, Param
 from .losses import LR
 

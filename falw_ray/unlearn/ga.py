@@ -1,6 +1,7 @@
 """GA: gradient ascent on the forget set."""
-import torch.nn.functional as F
+from __future__ import annotations
 
+from ..lazy import F
 from .base import Method, Param
 from .losses import LR, forget_weights, weighted_mean
 

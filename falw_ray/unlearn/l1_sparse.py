@@ -1,7 +1,7 @@
 """l1-sparse: fine-tune on the retain set with an l1 penalty on the weights that decays linearly to 0."""
-import torch
-import torch.nn.functional as F
+from __future__ import annotations
 
+from ..lazy import F, torch
 from .base import Method, Param
 from .losses import LR
 

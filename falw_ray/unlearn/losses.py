@@ -1,9 +1,7 @@
 """Loss pieces the methods share. Forget terms are per-sample so FaLW can weight them."""
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
-
+from ..lazy import F, torch
 from .base import Batch, UnlearnState
 
 

@@ -6,11 +6,11 @@ pass's batches, in the same order, each time the forget set runs out (a new orde
 epoch). Each set goes through its own forward pass, so BatchNorm sees them separately. The loss is alpha * CE(retain) - (1 - alpha) * CE(forget), FaLW weighting the
 forget term per sample.
 """
+from __future__ import annotations
+
 import itertools
 
-import torch
-import torch.nn.functional as F
-
+from ..lazy import F, torch
 from ..data.device import index_batches
 from ..train import autocast
 from .base import Method, Param, step

@@ -4,9 +4,9 @@ The reference code's epoch differs by data set: on CIFAR-10 a pass over the forg
 a pass over the retain set (``schedule: sequential``), on CIFAR-100 and Tiny-ImageNet shuffled
 batches mixing both (``mixed``). Data sets without a reference (digits, mnist1d) mix, as FaLW does.
 """
-import torch
-import torch.nn.functional as F
+from __future__ import annotations
 
+from ..lazy import F, torch
 from .base import Method, Option, Param, run_layout_epoch
 from .losses import LR, forget_weights, weighted_mean
 

@@ -6,9 +6,9 @@ weight decay and momentum still move them a little. ``mask_mode: restore`` is th
 code: masked-out weights are put back after every step and their momentum zeroed. The baseline and
 ``falw`` share the ``grad`` default, so FaLW on minus off changes FaLW alone (docs/method.md).
 """
-import torch
-import torch.nn.functional as F
+from __future__ import annotations
 
+from ..lazy import F, torch
 from ..data.device import index_batches
 from .base import Method, Option, Param
 from .rl import PARAMS, SCHEDULE, draw_labels, loss, run_epoch

@@ -3,9 +3,9 @@
 The first ``msteps`` epochs start with a max pass over the forget set; every epoch ends with a min pass
 over the retain set. FaLW weights the per-sample KL of the max pass.
 """
-import torch
-import torch.nn.functional as F
+from __future__ import annotations
 
+from ..lazy import F, torch
 from ..train import autocast
 from .base import Method, Param, layout_batches, step
 from .losses import LR, forget_weights, kl_per_sample
