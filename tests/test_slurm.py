@@ -16,7 +16,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from falw_ray.cli import main as cli
-from falw_ray.study.cluster.config import slurm as slurm_module
+from falw_ray.study.cluster import slurm as slurm_module
 from slurm_cluster import SlurmCluster, missing
 
 HERE = Path(__file__).resolve().parent
