@@ -31,7 +31,8 @@ def study(tmp_path: Path, command: str, spec: Path, uri: str, env: dict | None =
     path = tmp_path / f"{command}-{time.time():.3f}.log"
     with open(path, "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, text=True,
-                                env={**os.environ, "FALW_RAY_PROGRESS": "live", **(env or {})}, start_new_session=True)
+                                env={**os.environ, "FALW_RAY_PROGRESS": "live", "COLUMNS": "1000", **(env or {})},
+                                start_new_session=True)  # lines read whole: no wrapping
     proc.log = path
     return proc
 

@@ -144,7 +144,8 @@ def test_file_and_entry_point_methods_run_like_a_builtin_with_and_without_falw(t
 def test_falw_methods_lists_plugins_beside_builtins_with_their_origin(tmp_path):
     target = install_entry_point_package(tmp_path)
     write_method(tmp_path / "here", "plug_clip_b", "ga_clip_b")
-    env = {"PYTHONPATH": f"{target}:{REPO}", "PATH": str(Path(sys.executable).parent)}
+    # Wide enough for the long temporary paths on one line: the listing's width is tested in test_cli_listing.
+    env = {"PYTHONPATH": f"{target}:{REPO}", "PATH": str(Path(sys.executable).parent), "COLUMNS": "300"}
     run = lambda *args: subprocess.run([sys.executable, "-m", "falw_ray.cli", "methods", *args], capture_output=True,
                                        text=True, timeout=120, cwd=tmp_path / "here", env=env)
     listed = run()

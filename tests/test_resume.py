@@ -34,15 +34,21 @@ TINY = ROOT / "tests" / "data" / "tiny_study.yaml"
 pytestmark = pytest.mark.usefixtures("local_ray")
 
 
+WIDE = {"FALW_RAY_PROGRESS": "live", "COLUMNS": "1000"}
+"""Live progress on a terminal wide enough that no line wraps: these tests read whole lines (the
+console's width is tested in test_console_width.py)."""
+
+
 def run(study: Study, **kwargs) -> tuple[object, list[str]]:
     """Run the study in this process with live progress; returns its result and what it said."""
-    out, saved = io.StringIO(), os.environ.get("FALW_RAY_PROGRESS")
-    os.environ["FALW_RAY_PROGRESS"] = "live"
+    out, saved = io.StringIO(), {k: os.environ.get(k) for k in WIDE}
+    os.environ.update(WIDE)
     try:
         with contextlib.redirect_stderr(out):
             result = study.run(progress=True, **kwargs)
     finally:
-        os.environ.pop("FALW_RAY_PROGRESS") if saved is None else os.environ.update(FALW_RAY_PROGRESS=saved)
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.update({k: v})
     return result, [line.removeprefix("falw-ray: ") for line in out.getvalue().splitlines()]
 
 
@@ -128,7 +134,7 @@ def test_sync_into_a_new_store_writes_every_trial_and_report_reads_it(done):
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "falw_ray.cli", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=120)
+                          timeout=120, env={**os.environ, "COLUMNS": WIDE["COLUMNS"]})
 
 
 def test_a_changed_study_or_a_missing_journal_is_refused_in_one_line_and_nothing_is_written(done, tmp_path):
