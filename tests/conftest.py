@@ -1,6 +1,8 @@
 """Shared fixtures: the digits scenario and its baselines, trained once per test session."""
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -9,6 +11,10 @@ import ray
 from falw_ray.baselines import model_from, tensors_for, train_baselines
 from falw_ray.data.registry import load_dataset
 from falw_ray.scenario import Scenario
+
+# Messages wrap at the terminal's width and tests match whole sentences, so the suite runs wide
+# unless a test sets COLUMNS itself (tests/test_console_width.py checks wrapping at 80 and 100).
+os.environ.setdefault("COLUMNS", "1000")
 
 
 @pytest.fixture(autouse=True, scope="session")
