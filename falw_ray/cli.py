@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import textwrap
 
@@ -35,13 +36,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
     import torch
 
     from .columns import LABELS
+    from .console import fit_table, width
     from .experiment import Experiment
 
     torch.set_num_threads(args.threads) if args.threads else None
     exp = Experiment(scenario, device=args.device, store=None if args.no_store else args.store)
     table = exp.compare(methods, hp=args.hp, epochs=args.epochs)
-    shown = table[["method", "falw", *LABELS]].rename(columns=LABELS)
-    print(shown.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    header = ["method", "falw", *LABELS.values()]
+    rows = [[str(r["method"]), str(r["falw"]), *(f"{r[k]:.2f}" for k in LABELS)] for _, r in table.iterrows()]
+    print("\n\n".join("\n".join(block) for block in fit_table(header, rows, 2, width(), indent="")))
     return 0
 
 
@@ -199,14 +202,19 @@ def cmd_slurm(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(script, end="")
         return 0
+    from .console import shell, width
+
     p = slurm.paths(where.storage, spec.name)
     inflight = slurm.trials_in_flight(opts, spec.resources.cpu, spec.resources.gpu)
     print(f"submitted job {job_id} ({opts.nodes} node(s)"
           + (f", {inflight} trial(s) at a time" if inflight else "") + ")")
     print("\n".join(where.lines()))
-    log = str(p["log"]).replace("%j", job_id)
-    print(f"follow: tail -f {log}\nqueue:  squeue -j {job_id}\nstop:   scancel {job_id}  (a stop: no follow-up job)"
-          f"\nstatus: falw-ray slurm --status {args.study}" + (f" --storage {args.storage}" if args.storage else ""))
+    log, columns = shlex.quote(str(p["log"]).replace("%j", job_id)), width()
+    status = ["falw-ray slurm --status", shlex.quote(args.study)]
+    print("\n".join([shell("follow: ", ["tail -f", log], columns), f"queue:  squeue -j {job_id}",
+                     f"stop:   scancel {job_id}  (a stop: no follow-up job)",
+                     shell("status: ", status + ([f"--storage {shlex.quote(args.storage)}"] if args.storage else []),
+                           columns)]))
     return 0
 
 

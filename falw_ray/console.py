@@ -128,6 +128,21 @@ def fit_table(header: list[str], rows: list[list[str]], keys: int, columns: int,
     return [[line(row, key_cols + cols) for row in cells] for cols in blocks]
 
 
+def shell(label: str, parts: list[str], columns: int) -> str:
+    """A shell command after ``label``, on one line where it fits in ``columns``; else broken between
+    ``parts`` with backslash continuations, so that pasted whole it still runs. A part is never cut."""
+    lines, current = [], label + parts[0]
+    for i, part in enumerate(parts[1:], 1):
+        room = 0 if i == len(parts) - 1 else len(" \\")  # every line but the last ends in " \"
+        if len(current) + 1 + len(part) + room > columns:
+            lines.append(current + " \\")
+            current = " " * (len(label) + 2) + part
+        else:
+            current += " " + part
+    one = label + " ".join(parts)
+    return one if len(one) <= columns else "\n".join([*lines, current])
+
+
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """`` (did you mean 'x'?)`` naming the choice closest to a mistyped ``name`` (case aside), or ""
     when none is close: a message that lists every choice still points at the likely one."""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
 import torch
@@ -13,8 +14,16 @@ from falw_ray.data.registry import load_dataset
 from falw_ray.scenario import Scenario
 
 # Messages wrap at the terminal's width and tests match whole sentences, so the suite runs wide
-# unless a test sets COLUMNS itself (tests/test_console_width.py checks wrapping at 80 and 100).
+# unless a test sets COLUMNS itself (tests/test_console_width.py checks wrapping at 80 and 100);
+# pytest's own lines keep the real terminal's width.
+_PYTEST_COLUMNS = shutil.get_terminal_size().columns
 os.environ.setdefault("COLUMNS", "1000")
+
+
+def pytest_sessionstart(session):
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter._tw.fullwidth = _PYTEST_COLUMNS
 
 
 @pytest.fixture(autouse=True, scope="session")

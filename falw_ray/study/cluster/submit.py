@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import NamedTuple
 from urllib.parse import urlparse
 
+from ...console import shell, width, wrap
 from .connect import TOKEN_HELP, auth_headers
 
 # Gitignore-style patterns: the working dir is zipped and uploaded, and a .venv is GBs. Ray 2.60 skips
@@ -49,10 +50,12 @@ class Locations(NamedTuple):
     tracking_uri: str
     experiment: str
 
-    def lines(self) -> list[str]:
-        return [f"results: {self.results} on the cluster (storage {self.storage}, baselines "
+    def lines(self, columns: int | None = None) -> list[str]:
+        """What a person reads after submitting, fitted to ``columns`` (the terminal's width)."""
+        said = [f"results: {self.results} on the cluster (storage {self.storage}, baselines "
                 f"{self.storage.rstrip('/')}/baselines)",
                 f"MLflow:  {self.tracking_uri} (experiment {self.experiment})"]
+        return [line for text in said for line in wrap(text, columns or width(), indent=" " * 9)]
 
 
 def _local_path(uri: str) -> str | None:
@@ -170,13 +173,14 @@ def submit_study(study_path, address: str, extra_args=(), working_dir=None, wait
     return job_id
 
 
-def follow_hint(address: str, job_id: str) -> str:
-    """Shell commands to follow the job; the CLI needs RAY_AUTH_MODE=token to send a token."""
+def follow_hint(address: str, job_id: str, columns: int | None = None) -> str:
+    """Shell commands to follow the job, each fitted to ``columns`` (the terminal's width) and still
+    runnable when pasted; the CLI needs RAY_AUTH_MODE=token to send a token."""
     env = "RAY_AUTH_MODE=token " if "RAY_AUTH_MODE" not in os.environ and _auth_headers(None) else ""
-    a, j = shlex.quote(address), shlex.quote(job_id)
-    return (f"follow: {env}ray job logs --follow --address {a} {j}\n"
-            f"status: {env}ray job status --address {a} {j}\n"
-            f"stop:   {env}ray job stop --address {a} {j}")
+    where = [f"--address {shlex.quote(address)}", shlex.quote(job_id)]
+    columns = columns or width()
+    return "\n".join(shell(label, [f"{env}ray job {verb}", *where], columns)
+                     for label, verb in (("follow: ", "logs --follow"), ("status: ", "status"), ("stop:   ", "stop")))
 
 
 def wait_for_job(address: str, job_id: str, timeout_s: float | None = None, token: str | None = None,
