@@ -16,7 +16,7 @@ from .models import MODELS
 from .plugins import PluginError, is_ref, split_ref
 from .recipe import Recipe, default_recipe
 
-BASELINE_CODE_VERSION = "2026.12-1"
+BASELINE_CODE_VERSION = "2026.12-2"
 """Version of the code whose output a stored baseline is: part of every store key and recorded in
 each entry's meta.json.
 
@@ -29,6 +29,8 @@ A change that leaves stored entries bit for bit the same needs no bump. Format: 
 
 History: 2026.12-1 (first versioned keys): baselines train in fp32 on GPUs too (no bf16 autocast) and
 evaluation counts every model output (argmax and softmax over all of them, shadow classes included).
+2026.12-2: a data set's arrays keep the strides a fresh array has (data/arrays.py), so a baseline
+trained in the process is the one a Ray task trains; MNIST-1D's in-process baselines changed.
 """
 
 

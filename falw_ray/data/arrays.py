@@ -32,6 +32,8 @@ class DatasetArrays:
     of the training pool; None: one is carved out of the training rows per class."""
 
     def __post_init__(self) -> None:
+        for field in ("train_x", "test_x"):
+            object.__setattr__(self, field, canonical(getattr(self, field)))
         for split, x, y in (("train", self.train_x, self.train_y), ("test", self.test_x, self.test_y)):
             if not _is_image(x) and not _is_signal(x):
                 raise ValueError(f"{self.name}: {split}_x must be uint8 (N, C, H, W) or float32 (N, C, L), "
@@ -57,6 +59,18 @@ class DatasetArrays:
     def input_shape(self) -> tuple[int, ...]:
         """(C, H, W) for images, (C, L) for signals: what a model builder receives."""
         return tuple(self.train_x.shape[1:])
+
+
+def canonical(x: np.ndarray) -> np.ndarray:
+    """``x`` in C order with the strides a fresh array of its shape has. A view such as
+    ``x[:, None]`` gives its size-1 axis another stride, and the CPU's convolution kernels take
+    another path on it (the outputs differ in their last bits, and trained models more): without
+    this, a model trained on a loader's arrays in one process would differ from one trained on the
+    same arrays after Ray serialised them, which always come back with these strides."""
+    want = np.empty((0,) + x.shape[1:], x.dtype).strides[1:] if x.ndim else ()
+    if x.flags["C_CONTIGUOUS"] and x.strides[1:] == want:
+        return x
+    return np.array(x, order="C", copy=True)
 
 
 def _is_image(x: np.ndarray) -> bool:
